@@ -1,0 +1,298 @@
+"""Payload decoders: a micro-batch of messages in, one :class:`ReadingBatch` out.
+
+Each decoder works on the whole batch at once.  The common case goes through C-level loops
+(``map`` over ``orjson.loads`` / ``msgpack.unpackb`` / ``operator.itemgetter`` and numpy); only
+when that fast path meets a bad message does the decoder fall back to one message at a time, to
+set the bad ones aside with a reason and keep the good ones.
+
+Reasons (the ``reason`` label of ``edge_decode_errors_total``): ``malformed_json``,
+``malformed_msgpack``, ``malformed_senml``, ``not_an_object``, ``missing_field``,
+``wrong_type``, ``unknown_field``, ``non_numeric_value``.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from collections import Counter
+from collections.abc import Callable, Sequence
+from itertools import repeat
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+import orjson
+
+from edge_runtime.errors import DecodeError
+from edge_runtime.ingest.decode_spec import DecodeSpec
+from edge_runtime.plugins._types import KeyTable, RawMessage, ReadingBatch
+
+__all__ = ["ReadingDecoder"]
+
+_NUMERIC = frozenset({int, float})
+_NUMERIC_OR_NONE = frozenset({int, float, type(None)})
+# RFC 8428 labels (JSON); a label ending in '_' is "must understand".
+_SENML_LABELS = frozenset(
+    {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
+)
+_SENML_RELATIVE_LIMIT = 2**28  # times below this are relative to "now" (RFC 8428 section 4.5.3)
+
+Doc = Any
+
+
+def _path_getter(path: str) -> Callable[[Doc], Any]:
+    parts = path.split(".")
+    if len(parts) == 1:
+        return operator.itemgetter(parts[0])
+
+    def get(doc: Doc) -> Any:
+        for part in parts:
+            doc = doc[part]
+        return doc
+
+    return get
+
+
+class ReadingDecoder:
+    """Decodes batches for one pipeline according to its :class:`DecodeSpec`."""
+
+    def __init__(self, spec: DecodeSpec, key_table: KeyTable | None = None) -> None:
+        self.spec = spec
+        self.key_table = key_table if key_table is not None else KeyTable()
+        self._scale = spec.time_scale
+        self._allowed = frozenset(spec.allowed_fields) if spec.allowed_fields is not None else None
+        kind, _, arg = spec.key.partition(":")
+        self._key_kind = kind
+        self._key_level = int(arg) if kind == "topic" else 0
+        self._key_const = arg if kind == "const" else ""
+        self._key_get = _path_getter(arg) if kind == "field" else None
+        self._value_get = _path_getter(spec.value.partition(":")[2])
+        self._time_get = _path_getter(spec.time.partition(":")[2]) if spec.time else None
+        self._loads: Callable[[bytes], Doc] = (
+            orjson.loads if spec.format in ("json", "senml") else self._unpack
+        )
+        self._malformed = "malformed_msgpack" if spec.format == "msgpack" else "malformed_json"
+
+    @staticmethod
+    def _unpack(payload: bytes) -> Doc:
+        return msgpack.unpackb(payload, raw=False, strict_map_key=False)
+
+    def decode(self, messages: Sequence[RawMessage], errors: Counter[str]) -> ReadingBatch:
+        """Decode ``messages``; bad ones are counted in ``errors`` by reason and skipped."""
+        received_at = messages[-1].received_at if messages else 0.0
+        if not messages:
+            return ReadingBatch.empty(self.key_table, received_at)
+        if self.spec.format == "senml":
+            return self._decode_senml(messages, errors, received_at)
+        try:
+            return self._decode_fast(messages, received_at)
+        except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException):
+            pass
+        good: list[RawMessage] = []
+        for msg in messages:
+            try:
+                self._decode_fast([msg], received_at)
+            except (ValueError, TypeError, KeyError, IndexError, msgpack.UnpackException) as exc:
+                errors[self._classify(msg, exc)] += 1
+            else:
+                good.append(msg)
+        if not good:
+            return ReadingBatch.empty(self.key_table, received_at)
+        return self._decode_fast(good, received_at)
+
+    # -- json / msgpack --------------------------------------------------------------------------
+
+    def _decode_fast(self, messages: Sequence[RawMessage], received_at: float) -> ReadingBatch:
+        docs = list(map(self._loads, map(operator.attrgetter("payload"), messages)))
+        if not set(map(type, docs)) <= {dict}:
+            raise TypeError("not an object")
+        if self._allowed is not None and not set().union(*docs) <= self._allowed:
+            raise KeyError("unknown field")
+        raw_values = list(map(self._value_get, docs))
+        if not set(map(type, raw_values)) <= _NUMERIC_OR_NONE:
+            raise TypeError("value")
+        values = np.array(raw_values, dtype=np.float64)
+        if self._time_get is None:
+            times = np.fromiter(
+                map(operator.attrgetter("received_at"), messages), np.float64, len(messages)
+            )
+        else:
+            raw_times = list(map(self._time_get, docs))
+            if not set(map(type, raw_times)) <= _NUMERIC:
+                raise TypeError("time")
+            times = np.array(raw_times, dtype=np.float64) * self._scale
+            if not np.isfinite(times).all():
+                raise TypeError("time")
+        keys = self._keys(messages, docs)
+        return ReadingBatch(
+            keys=self.key_table.encode(keys),
+            values=values,
+            times=times,
+            key_table=self.key_table,
+            received_at=received_at,
+        )
+
+    def _keys(self, messages: Sequence[RawMessage], docs: Sequence[Doc]) -> list[str]:
+        if self._key_kind == "topic":
+            topics = map(operator.attrgetter("topic"), messages)
+            return list(map(operator.itemgetter(self._key_level), map(str.split, topics, repeat("/"))))
+        if self._key_kind == "const":
+            return [self._key_const] * len(docs)
+        assert self._key_get is not None
+        keys = list(map(self._key_get, docs))
+        if not set(map(type, keys)) <= {str}:
+            if set(map(type, keys)) <= {str, int}:
+                return list(map(str, keys))
+            raise TypeError("key")
+        return keys
+
+    def _classify(self, msg: RawMessage, exc: Exception) -> str:
+        try:
+            doc = self._loads(msg.payload)
+        except (ValueError, TypeError, msgpack.UnpackException):
+            return self._malformed
+        if not isinstance(doc, dict):
+            return "not_an_object"
+        if self._allowed is not None and not set(doc) <= self._allowed:
+            return "unknown_field"
+        if isinstance(exc, IndexError):
+            return "missing_field"  # topic has fewer levels than the key source asks for
+        for getter in (self._value_get, self._time_get, self._key_get):
+            if getter is None:
+                continue
+            try:
+                getter(doc)
+            except (KeyError, TypeError, IndexError):
+                return "missing_field"
+        return "wrong_type"
+
+    # -- senml -----------------------------------------------------------------------------------
+
+    def _decode_senml(
+        self, messages: Sequence[RawMessage], errors: Counter[str], received_at: float
+    ) -> ReadingBatch:
+        parts: list[tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        for msg in messages:  # per pack; the work inside a pack is vectorised
+            try:
+                parts.append(self._senml_pack(msg))
+            except DecodeError as exc:
+                errors[exc.reason] += 1
+        if not parts:
+            return ReadingBatch.empty(self.key_table, received_at)
+        names: list[str] = []
+        for part_names, _, _ in parts:
+            names.extend(part_names)
+        values = np.concatenate([p[1] for p in parts])
+        times = np.concatenate([p[2] for p in parts])
+        non_numeric = np.isinf(values) & (values > 0)  # marker set by _senml_pack, see there
+        if non_numeric.any():
+            errors["non_numeric_value"] += int(non_numeric.sum())
+            keep = ~non_numeric
+            values, times = values[keep], times[keep]
+            names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
+        return ReadingBatch(
+            keys=self.key_table.encode(names),
+            values=values,
+            times=times,
+            key_table=self.key_table,
+            received_at=received_at,
+        )
+
+    def _senml_pack(
+        self, msg: RawMessage
+    ) -> tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        try:
+            records = orjson.loads(msg.payload)
+        except orjson.JSONDecodeError as exc:
+            raise DecodeError("malformed_json", str(exc)) from exc
+        if not isinstance(records, list) or not records:
+            raise DecodeError("malformed_senml", "a SenML pack is a non-empty JSON array")
+        if not set(map(type, records)) <= {dict}:
+            raise DecodeError("malformed_senml", "every SenML record must be a JSON object")
+        labels: set[str] = set().union(*records)
+        unknown = labels - _SENML_LABELS
+        if any(label.endswith("_") for label in unknown):
+            raise DecodeError("unknown_field", f"must-understand fields {sorted(unknown)}")
+        n = len(records)
+        get = dict.get
+        try:
+            base_names = _ffill_str(list(map(get, records, repeat("bn"))))
+            rel_names = list(map(get, records, repeat("n"), repeat("")))
+            if not set(map(type, rel_names)) <= {str}:
+                raise TypeError("n")
+            names = list(map(operator.add, base_names, rel_names))
+            v = _numeric_column(list(map(get, records, repeat("v"))), math.nan)
+            bv = _ffill_num(list(map(get, records, repeat("bv"))))
+            t = _numeric_column(list(map(get, records, repeat("t"))), 0.0)
+            bt = _ffill_num(list(map(get, records, repeat("bt"))))
+        except TypeError as exc:
+            raise DecodeError("wrong_type", f"SenML field has the wrong type ({exc})") from exc
+        if "" in names:
+            raise DecodeError("malformed_senml", "a record resolves to an empty name")
+        values = bv + v
+        if labels & {"vs", "vb", "vd"}:
+            # A string/bool/data value is not a numeric reading: mark it (+inf) to be counted and
+            # set aside by the caller rather than mistaken for a missing number.
+            other = np.fromiter(
+                (("vs" in r or "vb" in r or "vd" in r) and "v" not in r for r in records),
+                dtype=bool,
+                count=n,
+            )
+            values[other] = math.inf
+        times = bt + t
+        relative = times < _SENML_RELATIVE_LIMIT
+        if relative.any():
+            times[relative] += msg.received_at
+        if self._key_kind == "senml":
+            keys = names
+        elif self._key_kind == "topic":
+            levels = msg.topic.split("/")
+            try:
+                keys = [levels[self._key_level]] * n
+            except IndexError as exc:
+                raise DecodeError("missing_field", "topic has too few levels for the key") from exc
+        else:
+            keys = [self._key_const or names[0]] * n
+        return keys, values, times
+
+
+def _ffill_index(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
+    idx = np.where(mask, np.arange(mask.shape[0]), 0)
+    np.maximum.accumulate(idx, out=idx)
+    return idx
+
+
+def _ffill_str(column: list[Any]) -> list[str]:
+    present = np.fromiter(map(operator.is_not, column, repeat(None)), dtype=bool, count=len(column))
+    if not present.any():
+        return [""] * len(column)
+    if not set(map(type, column)) <= {str, type(None)}:
+        raise TypeError("bn")
+    if present.all():
+        return column
+    if not present[0]:
+        column[0] = ""
+        present[0] = True
+    return list(map(column.__getitem__, _ffill_index(present).tolist()))
+
+
+def _numeric_column(column: list[Any], default: float) -> npt.NDArray[np.float64]:
+    types = set(map(type, column))
+    if not types <= _NUMERIC_OR_NONE:
+        raise TypeError("value")
+    arr = np.array(column, dtype=np.float64)  # None becomes NaN
+    if default == default and type(None) in types:  # noqa: PLR0124 (NaN check on the default)
+        arr[np.isnan(arr)] = default
+    return arr
+
+
+def _ffill_num(column: list[Any]) -> npt.NDArray[np.float64]:
+    arr = _numeric_column(column, math.nan)
+    present = ~np.isnan(arr)
+    if not present.any():
+        return np.zeros(arr.shape[0])
+    if not present[0]:
+        arr[0] = 0.0
+        present[0] = True
+    return arr[_ffill_index(present)]
