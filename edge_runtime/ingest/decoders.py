@@ -136,7 +136,9 @@ class ReadingDecoder:
     def _keys(self, messages: Sequence[RawMessage], docs: Sequence[Doc]) -> list[str]:
         if self._key_kind == "topic":
             topics = map(operator.attrgetter("topic"), messages)
-            return list(map(operator.itemgetter(self._key_level), map(str.split, topics, repeat("/"))))
+            return list(
+                map(operator.itemgetter(self._key_level), map(str.split, topics, repeat("/")))
+            )
         if self._key_kind == "const":
             return [self._key_const] * len(docs)
         assert self._key_get is not None

@@ -120,7 +120,9 @@ class PluginRegistry:
             try:
                 cls = ep.load()
             except Exception as exc:
-                raise PluginError(ep.name, f"entry point {ep.value!r} failed to import: {exc}") from exc
+                raise PluginError(
+                    ep.name, f"entry point {ep.value!r} failed to import: {exc}"
+                ) from exc
             self.register(cls, origin=f"entry point {ep.value}")
 
     def load_path(self, folder: Path) -> None:
@@ -159,12 +161,16 @@ class PluginRegistry:
         """Validate one ``[[pipelines]]`` table against its plugin's config model."""
         type_name = raw.get("type")
         if not isinstance(type_name, str):
-            raise PluginError("?", f"{where}.type is missing; set type = one of {sorted(self._plugins)}")
+            raise PluginError(
+                "?", f"{where}.type is missing; set type = one of {sorted(self._plugins)}"
+            )
         cls = self[type_name]
         try:
             return cls.config_model.model_validate(dict(raw))
         except ValidationError as exc:
-            raise PluginError(type_name, "invalid config:\n" + format_validation_error(exc, where)) from exc
+            raise PluginError(
+                type_name, "invalid config:\n" + format_validation_error(exc, where)
+            ) from exc
 
 
 def default_registry(plugin_paths: Iterable[Path] = ()) -> PluginRegistry:

@@ -1,0 +1,185 @@
+"""The ``edge-runtime`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Coroutine, Sequence
+from datetime import date
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from edge_runtime import __version__
+from edge_runtime.config.loader import LoadedConfig, load_config, parse_config
+from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.ops.logs import setup_logging
+from edge_runtime.plugins.registry import default_registry
+
+__all__ = ["main"]
+
+log = logging.getLogger("edge_runtime.cli")
+
+
+def _load(path: str | None) -> LoadedConfig:
+    if path is None:
+        text = resources.files("edge_runtime").joinpath("examples/default-site.toml").read_text()
+        return parse_config(
+            text, source="<embedded default: edge_runtime/examples/default-site.toml>"
+        )
+    return load_config(path)
+
+
+def _run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    try:
+        import uvloop  # noqa: PLC0415 (optional speed-up; not on every platform)
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    print(orjson.dumps(loaded.plan(), option=orjson.OPT_INDENT_2).decode())
+    print(f"OK: {loaded.source} is valid ({len(loaded.pipelines)} pipeline(s))", file=sys.stderr)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    loaded = _load(args.config)
+    setup_logging(args.log_format or loaded.site.ops.log_format, loaded.site.ops.log_level)
+    return int(_run_async(_run(loaded, args)))
+
+
+async def _run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
+    from edge_runtime.runtime.site import SiteRuntime  # noqa: PLC0415
+
+    runtime = SiteRuntime(loaded)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, runtime.stop)
+    async with asyncio.TaskGroup() as tg:
+        site = tg.create_task(runtime.run(), name="site-runtime")
+        helpers = tg.create_task(_helpers(runtime, loaded, args), name="feed-and-tap")
+        await site
+        helpers.cancel()
+    stats = runtime.stats
+    print(
+        f"edge-runtime: {stats.messages_in} messages in, "
+        f"{sum(stats.readings_in.values())} readings, "
+        f"{sum(stats.summaries_out.values())} summaries out, "
+        f"{sum(stats.decode_errors.values())} decode errors",
+        file=sys.stderr,
+    )
+    return 0
+
+
+async def _helpers(runtime: Any, loaded: LoadedConfig, args: argparse.Namespace) -> None:
+    """The main job's extras: a real feed into the site broker and a tap on the core broker."""
+    from edge_runtime.cli.feed import feed_akl, tap_summaries  # noqa: PLC0415
+
+    feed = args.feed == "akl" or (args.config is None and args.feed != "none")
+    await runtime.wait_started()
+    site, core = runtime.site_link, runtime.uplink_link
+    await site.wait_connected()
+    async with asyncio.TaskGroup() as tg:
+        if not args.quiet:
+            tg.create_task(
+                tap_summaries(core.config.host, core.config.port, f"edge/{loaded.site.site_id}/#"),
+                name="summary-tap",
+            )
+        if feed:
+            await feed_akl(
+                site.config.host,
+                site.config.port,
+                date.fromisoformat(args.feed_from),
+                date.fromisoformat(args.feed_to),
+                args.feed_rate,
+            )
+        if args.duration is not None:
+            await asyncio.sleep(args.duration)
+            runtime.stop()
+        elif feed and args.config is None:
+            await asyncio.sleep(3.0)  # let the idle windows close and reach the core
+            runtime.stop()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    url = args.url
+    if url is None:
+        loaded = _load(args.config)
+        port = loaded.site.ops.http_port
+        if not port:
+            raise EdgeRuntimeError("the config has no fixed ops.http_port; pass --url")
+        url = f"http://{loaded.site.ops.http_host}:{port}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/status", timeout=5) as resp:  # noqa: S310
+            doc = orjson.loads(resp.read())
+    except urllib.error.URLError as exc:
+        raise EdgeRuntimeError(f"no running site answers at {url}: {exc.reason}") from exc
+    print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_reference(args: argparse.Namespace) -> int:
+    from edge_runtime.cli.reference import config_reference  # noqa: PLC0415
+
+    text = config_reference(default_registry())
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edge-runtime", description="Edge stream-processing runtime for smart-city sites."
+    )
+    parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run a site (no -c: the embedded default with a real feed)")
+    p.add_argument("-c", "--config", help="site config (TOML); default: the embedded default")
+    p.add_argument("--feed", choices=["akl", "none"], help="publish real Auckland readings")
+    p.add_argument("--feed-from", default="2019-01-01", help="first day of the feed")
+    p.add_argument("--feed-to", default="2019-01-14", help="last day of the feed")
+    p.add_argument("--feed-rate", type=float, default=2000.0, help="readings/s of the feed")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("--quiet", action="store_true", help="do not print summaries")
+    p.add_argument("--log-format", choices=["json", "text"], help="override ops.log_format")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a config and print the resolved plan")
+    p.add_argument("-c", "--config", help="site config (TOML); default: the embedded default")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="show a running site's status")
+    p.add_argument("-c", "--config", help="the site's config (to find its ops port)")
+    p.add_argument("--url", help="base URL of the site's ops endpoint")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("config-reference", help="print the config reference (markdown)")
+    p.add_argument("-o", "--output", help="write to this file")
+    p.set_defaults(func=cmd_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except EdgeRuntimeError as exc:
+        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,179 @@
+"""Loading a site config: TOML → pydantic → plugins, with errors that name file and field."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import SecretStr, ValidationError
+
+from edge_runtime.config.models import BrokerConfig, SiteConfig
+from edge_runtime.errors import ConfigError, PluginError
+from edge_runtime.plugins.api import PipelineConfig
+from edge_runtime.plugins.registry import PluginRegistry, default_registry, format_validation_error
+
+__all__ = ["LoadedConfig", "load_config", "parse_config"]
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated site config with its pipelines resolved against the plugin registry."""
+
+    site: SiteConfig
+    pipelines: tuple[PipelineConfig, ...]
+    registry: PluginRegistry
+    source: str
+    base_dir: Path
+    config_hash: str
+
+    def plan(self) -> dict[str, Any]:
+        """The resolved plan as plain data (secrets masked), as ``edge-runtime check`` prints it."""
+        site = self.site.model_dump(mode="json", exclude={"pipelines"})
+        for role in ("site_broker",):
+            _mask(site[role], getattr(self.site, role))
+        _mask(site["uplink"]["broker"], self.site.uplink.broker)
+        return {
+            "source": self.source,
+            "config_hash": self.config_hash,
+            "site": site,
+            "pipelines": [
+                {
+                    "plugin": f"{type(p).__module__}.{type(p).__qualname__}",
+                    **p.model_dump(mode="json"),
+                }
+                for p in self.pipelines
+            ],
+        }
+
+
+def _mask(dumped: dict[str, Any], broker: BrokerConfig) -> None:
+    dumped["password"] = "**********" if broker.password is not None else None
+
+
+def load_config(
+    path: str | os.PathLike[str], registry: PluginRegistry | None = None
+) -> LoadedConfig:
+    """Read and validate the TOML file at ``path``; raise :class:`ConfigError` on any problem."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", source=source) from exc
+    return parse_config(
+        text, source=source, base_dir=Path(path).resolve().parent, registry=registry
+    )
+
+
+def parse_config(
+    text: str,
+    *,
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    registry: PluginRegistry | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    base = base_dir or Path.cwd()
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+    try:
+        site = SiteConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            "invalid configuration:\n" + format_validation_error(exc), source=source
+        ) from exc
+    site = _resolve_paths(site, base)
+    env = os.environ if environ is None else environ
+    for field, broker in (("site_broker", site.site_broker), ("uplink.broker", site.uplink.broker)):
+        _resolve_secret(broker, field, source, env)
+    if registry is None:
+        try:
+            registry = default_registry(site.plugin_paths)
+        except PluginError as exc:
+            raise ConfigError(str(exc), source=source, field="plugin_paths") from exc
+    pipelines = []
+    for i, table in enumerate(site.pipelines):
+        where = f"pipelines[{i}]"
+        try:
+            pipelines.append(registry.validate_config(table, where))
+        except PluginError as exc:
+            raise ConfigError(str(exc), source=source, field=where) from exc
+    digest = hashlib.sha256(
+        orjson.dumps(
+            {
+                "site": site.model_dump(mode="json"),
+                "pipelines": [p.model_dump(mode="json") for p in pipelines],
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+    ).hexdigest()[:16]
+    return LoadedConfig(
+        site=site,
+        pipelines=tuple(pipelines),
+        registry=registry,
+        source=source,
+        base_dir=base,
+        config_hash=digest,
+    )
+
+
+def _resolve_paths(site: SiteConfig, base: Path) -> SiteConfig:
+    def rel(p: Path) -> Path:
+        return p if p.is_absolute() else (base / p).resolve()
+
+    def broker(b: BrokerConfig) -> BrokerConfig:
+        tls = b.tls
+        if tls is not None:
+            tls = tls.model_copy(
+                update={
+                    k: rel(v)
+                    for k, v in (
+                        ("ca_file", tls.ca_file),
+                        ("cert_file", tls.cert_file),
+                        ("key_file", tls.key_file),
+                    )
+                    if v is not None
+                }
+            )
+        pw = rel(b.password_file) if b.password_file is not None else None
+        return b.model_copy(update={"tls": tls, "password_file": pw})
+
+    return site.model_copy(
+        update={
+            "data_dir": rel(site.data_dir),
+            "plugin_paths": [rel(p) for p in site.plugin_paths],
+            "site_broker": broker(site.site_broker),
+            "uplink": site.uplink.model_copy(update={"broker": broker(site.uplink.broker)}),
+        }
+    )
+
+
+def _resolve_secret(broker: BrokerConfig, field: str, source: str, env: Mapping[str, str]) -> None:
+    secret: str | None = None
+    if broker.password_env is not None:
+        secret = env.get(broker.password_env)
+        if secret is None:
+            raise ConfigError(
+                f"environment variable {broker.password_env!r} is not set; export it with the "
+                "broker password",
+                source=source,
+                field=f"{field}.password_env",
+            )
+    elif broker.password_file is not None:
+        try:
+            secret = broker.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read password file {broker.password_file}: {exc.strerror}",
+                source=source,
+                field=f"{field}.password_file",
+            ) from exc
+    if secret is not None:
+        broker._password = SecretStr(secret)

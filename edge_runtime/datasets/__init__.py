@@ -1,0 +1,1 @@
+"""Real data sets shipped in packages (nothing is downloaded at run time)."""

@@ -1,0 +1,7 @@
+"""Operations: metrics, the health/metrics HTTP endpoint, structured logs."""
+
+from edge_runtime.ops.http import OpsServer
+from edge_runtime.ops.logs import JsonFormatter, setup_logging
+from edge_runtime.ops.stats import RuntimeStats, StatsCollector
+
+__all__ = ["JsonFormatter", "OpsServer", "RuntimeStats", "StatsCollector", "setup_logging"]

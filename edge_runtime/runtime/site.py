@@ -1,0 +1,334 @@
+"""The site runtime: site broker → ingest queue → micro-batches → pipelines → uplink.
+
+Every long-lived piece is an async context manager; every loop is a named task in one
+``asyncio.TaskGroup``. The hot loop takes whole micro-batches from the bounded ingest queue,
+routes them to pipelines by topic, decodes each pipeline's share into numpy arrays in one call
+and hands the batch to the plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import operator
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from edge_runtime import __version__
+from edge_runtime.broker.embedded import EmbeddedBroker
+from edge_runtime.clock import Clock, SystemClock
+from edge_runtime.config.loader import LoadedConfig
+from edge_runtime.config.models import BrokerConfig
+from edge_runtime.ingest.decoders import ReadingDecoder
+from edge_runtime.ingest.queue import IngestQueue
+from edge_runtime.ingest.topics import TopicMatcher
+from edge_runtime.mqtt.connection import MqttLink
+from edge_runtime.ops.http import OpsServer
+from edge_runtime.ops.stats import RuntimeStats, StatsCollector
+from edge_runtime.plugins._types import RawMessage, Summary
+from edge_runtime.plugins.api import Pipeline, PipelineContext
+from edge_runtime.uplink.base import Uplink
+from edge_runtime.uplink.memory import MemoryUplink
+from edge_runtime.uplink.seq import SeqAllocator
+
+__all__ = ["PipelineSlot", "SiteRuntime"]
+
+log = logging.getLogger(__name__)
+
+UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
+
+
+class PipelineSlot:
+    """One configured pipeline with its decoder and topic matcher."""
+
+    def __init__(self, pipeline: Pipeline[Any], decoder: ReadingDecoder) -> None:
+        self.pipeline = pipeline
+        self.decoder = decoder
+        self.matcher = TopicMatcher(pipeline.config.topics)
+        self.name = pipeline.name
+        self.errors: Counter[str] = Counter()
+
+
+class SiteRuntime:
+    """Runs one site from a :class:`LoadedConfig` until :meth:`stop` is called."""
+
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Clock | None = None,
+        uplink_factory: UplinkFactory | None = None,
+    ) -> None:
+        self.loaded = loaded
+        self.config = loaded.site
+        self.clock = clock or SystemClock()
+        self.stats = RuntimeStats(started_at=self.clock.time())
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(StatsCollector(self.stats, self.config.site_id))
+        self.queue = IngestQueue(self.config.ingest.queue_size, self.config.ingest.overflow)
+        self.slots = [self._make_slot(p) for p in loaded.pipelines]
+        self._routes: dict[str, tuple[PipelineSlot, ...]] = {}
+        self._uplink_factory = uplink_factory or _memory_uplink
+        self._stop = asyncio.Event()
+        self._started = asyncio.Event()
+        self.site_link: MqttLink | None = None
+        self.uplink_link: MqttLink | None = None
+        self.uplink: Uplink | None = None
+        self.ops: OpsServer | None = None
+        self.stats.gauges["ingest_queue_depth"] = lambda: float(len(self.queue))
+        self.stats.gauges["ingest_queue_capacity"] = lambda: float(self.queue.capacity)
+        self.stats.gauges["site_broker_up"] = lambda: float(
+            self.site_link is not None and self.site_link.is_up
+        )
+        self.stats.gauges["uptime_seconds"] = lambda: self.clock.time() - self.stats.started_at
+
+    def _make_slot(self, config: Any) -> PipelineSlot:
+        cls = self.loaded.registry[config.type]
+        ctx = PipelineContext(site_id=self.config.site_id, pipeline=config.name, clock=self.clock)
+        pipeline = cls(config, ctx)
+        self.stats.pipeline_events[config.name] = ctx.counters
+        self.stats.pipeline_gauges[config.name] = pipeline.gauges
+        return PipelineSlot(pipeline, ReadingDecoder(config.decode))
+
+    # -- public control ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a clean drain and shutdown (what SIGTERM/SIGINT do)."""
+        self._stop.set()
+
+    async def wait_started(self) -> None:
+        await self._started.wait()
+
+    def ready(self) -> tuple[bool, str]:
+        site_up = self.site_link is not None and self.site_link.is_up
+        uplink_state = self.uplink_link.state.value if self.uplink_link else "none"
+        if not site_up:
+            return False, "site broker not connected"
+        return True, f"ok (uplink {uplink_state})"
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "site_id": self.config.site_id,
+            "version": __version__,
+            "config_hash": self.loaded.config_hash,
+            "ready": self.ready()[0],
+            "site_broker": self.site_link.state.value if self.site_link else "none",
+            "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
+            **self.stats.snapshot(),
+        }
+
+    # -- run ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        cfg = self.config
+        async with AsyncExitStack() as stack:
+            site_broker = await self._embedded(stack, cfg.site_broker)
+            uplink_broker = await self._embedded(
+                stack, cfg.uplink.broker, reuse=(cfg.site_broker, site_broker)
+            )
+            self.uplink_link = await stack.enter_async_context(
+                MqttLink(
+                    uplink_broker,
+                    client_id=uplink_broker.client_id or f"edge-{cfg.site_id}-uplink",
+                    role="core",
+                )
+            )
+            self.uplink = self._uplink_factory(self, self.uplink_link)
+            self.stats.uplink = self.uplink.stats
+            if cfg.ops.http_port is not None:
+                self.ops = await stack.enter_async_context(
+                    OpsServer(
+                        cfg.ops.http_host,
+                        cfg.ops.http_port,
+                        self.registry,
+                        ready=self.ready,
+                        status=self.status,
+                    )
+                )
+            topics = sorted(
+                {t for slot in self.slots for t in slot.pipeline.config.topics}
+                | set(cfg.ingest.extra_subscriptions)
+            )
+            self.site_link = await stack.enter_async_context(
+                MqttLink(
+                    site_broker,
+                    client_id=site_broker.client_id or f"edge-{cfg.site_id}-ingest",
+                    role="site",
+                    subscriptions=topics,
+                    qos=cfg.ingest.qos,
+                    sink=self.queue.put,
+                    max_payload_bytes=cfg.ingest.max_payload_bytes,
+                    on_oversized=self._oversized,
+                )
+            )
+            log.info(
+                "site %s running %d pipeline(s): %s",
+                cfg.site_id,
+                len(self.slots),
+                ", ".join(s.name for s in self.slots),
+            )
+            async with asyncio.TaskGroup() as tg:
+                process = tg.create_task(self._process_loop(), name="pipelines")
+                sender = tg.create_task(self.uplink.run(), name="uplink-sender")
+                ticker = tg.create_task(self._tick_loop(), name="pipeline-ticks")
+                self._started.set()
+                await self._stop.wait()
+                log.info("draining: stop reading, flush pipelines, hand summaries to the core")
+                await self.site_link.close()
+                self.queue.close()
+                await process
+                ticker.cancel()
+                await self._emit_all(lambda p: p.flush())
+                left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
+                sender.cancel()
+            log.info(
+                "stopped: %d messages in, %d summaries out, %d unsent",
+                self.stats.messages_in,
+                sum(self.stats.summaries_out.values()),
+                left,
+            )
+
+    async def _embedded(
+        self,
+        stack: AsyncExitStack,
+        broker: BrokerConfig,
+        reuse: tuple[BrokerConfig, BrokerConfig] | None = None,
+    ) -> BrokerConfig:
+        """Start an embedded broker if ``broker`` asks for one; return the config to dial."""
+        if not broker.embedded:
+            return broker
+        if reuse is not None and reuse[0].embedded and reuse[0].port == broker.port:
+            return reuse[1]  # site and uplink share one embedded broker
+        data = self.config.data_dir / "broker"
+        embedded = await stack.enter_async_context(EmbeddedBroker(broker.host, broker.port, data))
+        return broker.model_copy(update={"port": embedded.port})
+
+    # -- hot loop ----------------------------------------------------------------------------
+
+    def _oversized(self, message: RawMessage) -> None:
+        del message
+        self.stats.messages_in += 1
+        self.stats.ingest_dropped["oversized"] += 1
+
+    def _route(self, topic: str) -> tuple[PipelineSlot, ...]:
+        slots = tuple(s for s in self.slots if s.matcher.matches(topic))
+        if len(self._routes) > 100_000:
+            self._routes.clear()
+        self._routes[topic] = slots
+        return slots
+
+    async def _process_loop(self) -> None:
+        ingest = self.config.ingest
+        wait = ingest.batch_wait_ms / 1000.0
+        while True:
+            batch = await self.queue.get_batch(ingest.batch_max, wait)
+            if not batch:
+                break  # the queue was closed and is empty
+            await self._dispatch(batch)
+        self.stats.ingest_dropped["overflow"] = self.queue.dropped
+
+    async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
+        stats = self.stats
+        stats.messages_in += len(batch)
+        stats.observe_batch(len(batch))
+        if self.queue.dropped:
+            stats.ingest_dropped["overflow"] = self.queue.dropped
+        routes = self._routes
+        shares: dict[PipelineSlot, list[RawMessage]] = {}
+        unexpected = 0
+        for msg in batch:
+            slots = routes.get(msg.topic)
+            if slots is None:
+                slots = self._route(msg.topic)
+            if not slots:
+                unexpected += 1
+            for slot in slots:
+                share = shares.get(slot)
+                if share is None:
+                    shares[slot] = [msg]
+                else:
+                    share.append(msg)
+        if unexpected:
+            stats.ingest_dropped["unexpected_topic"] += unexpected
+        for slot, messages in shares.items():
+            await self._run_slot(slot, messages)
+
+    async def _run_slot(self, slot: PipelineSlot, messages: list[RawMessage]) -> None:
+        pipeline = slot.pipeline
+        try:
+            if pipeline.input_kind == "messages":
+                if pipeline.blocking:
+                    out = await asyncio.to_thread(pipeline.process_messages, messages)
+                else:
+                    out = pipeline.process_messages(messages)
+            else:
+                errors: Counter[str] = Counter()
+                batch = slot.decoder.decode(messages, errors)
+                for reason, n in errors.items():
+                    self.stats.decode_errors[(slot.name, reason)] += n
+                self.stats.readings_in[slot.name] += len(batch)
+                if not len(batch):
+                    return
+                if pipeline.blocking:
+                    out = await asyncio.to_thread(pipeline.process, batch)
+                else:
+                    out = pipeline.process(batch)
+        except Exception:
+            # A plugin bug must not take the whole site down: the batch is counted as failed
+            # with its traceback in the log, and the pipeline carries on with the next batch.
+            self.stats.decode_errors[(slot.name, "plugin_error")] += len(messages)
+            log.exception("pipeline %s failed on a batch of %d messages", slot.name, len(messages))
+            return
+        await self._submit(slot.name, out)
+
+    async def _submit(self, name: str, summaries: Sequence[Summary]) -> None:
+        if summaries:
+            self.stats.summaries_out[name] += len(summaries)
+            assert self.uplink is not None
+            await self.uplink.submit(summaries)
+
+    async def _emit_all(self, call: Callable[[Pipeline[Any]], Sequence[Summary]]) -> None:
+        for slot in self.slots:
+            await self._submit(slot.name, call(slot.pipeline))
+
+    async def _tick_loop(self) -> None:
+        interval = self.config.ops.tick_interval_s
+        while True:
+            await asyncio.sleep(interval)
+            now = self.clock.time()
+            await self._emit_all(operator.methodcaller("on_tick", now))
+
+
+def _memory_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
+    cfg = runtime.config
+    return MemoryUplink(
+        cfg.uplink,
+        link,
+        site_id=cfg.site_id,
+        version=__version__,
+        config_hash=runtime.loaded.config_hash,
+        seq=SeqAllocator(cfg.data_dir / "seq.state"),
+        clock=runtime.clock,
+    )
+
+
+async def run_site(loaded: LoadedConfig, *, install_signals: bool = True) -> SiteRuntime:
+    """Run a site until SIGTERM/SIGINT; used by ``edge-runtime run``."""
+    import signal  # noqa: PLC0415
+
+    runtime = SiteRuntime(loaded)
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, runtime.stop)
+    started = time.monotonic()
+    await runtime.run()
+    log.info("ran for %.1fs", time.monotonic() - started)
+    return runtime

@@ -1,0 +1,26 @@
+"""What the runtime needs from an uplink; the in-memory and the spooled uplinks provide it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from edge_runtime.plugins._types import Summary
+
+__all__ = ["Uplink"]
+
+
+class Uplink(Protocol):
+    """Takes summaries from the pipelines and gets them to the core.
+
+    ``submit`` returns once the summaries are *accepted*: for the spooled uplink that means on
+    disk; ``run`` sends until cancelled; ``drain`` is the shutdown step.
+    """
+
+    async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
+
+    async def run(self) -> None: ...
+
+    async def drain(self, timeout: float) -> int: ...
+
+    def stats(self) -> dict[str, Any]: ...

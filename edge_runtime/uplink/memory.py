@@ -1,0 +1,153 @@
+"""The in-memory uplink: a bounded retry queue in front of the core broker.
+
+It is the uplink used when the durable spool is disabled. It wraps summaries into envelopes,
+packs up to ``max_batch`` into one message, publishes with QoS 1 with up to ``max_in_flight``
+messages awaiting their PUBACK, and puts whatever failed back at the head of the queue, in
+order, flagged as backlog. Its capacity is bounded; overflow drops the oldest and counts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Sequence
+from typing import Any
+
+from edge_runtime.clock import Clock
+from edge_runtime.config.models import UplinkConfig
+from edge_runtime.errors import TransportError
+from edge_runtime.mqtt.connection import MqttLink
+from edge_runtime.plugins._types import Summary
+from edge_runtime.uplink.envelope import Envelope, encode_envelopes
+from edge_runtime.uplink.seq import SeqAllocator
+
+__all__ = ["MemoryUplink"]
+
+log = logging.getLogger(__name__)
+
+
+class MemoryUplink:
+    """Accepts summaries, sends them to the core; see the module docstring."""
+
+    def __init__(
+        self,
+        config: UplinkConfig,
+        link: MqttLink,
+        *,
+        site_id: str,
+        version: str,
+        config_hash: str,
+        seq: SeqAllocator,
+        clock: Clock,
+    ) -> None:
+        self.config = config
+        self.link = link
+        self.site_id = site_id
+        self.version = version
+        self.config_hash = config_hash
+        self.seq = seq
+        self.clock = clock
+        self.topic = config.topic.format(site_id=site_id)
+        self.alert_topic = config.alert_topic.format(site_id=site_id)
+        self._queue: deque[Envelope] = deque()
+        self._ready = asyncio.Event()
+        self.counters: Counter[str] = Counter()
+
+    async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None:
+        """Accept summaries for sending (never waits; overflow drops the oldest, counted)."""
+        if not summaries:
+            return
+        first = self.seq.take(len(summaries))
+        now = self.clock.time()
+        for i, summary in enumerate(summaries):
+            self._queue.append(
+                Envelope.wrap(
+                    summary,
+                    site=self.site_id,
+                    seq=first + i,
+                    created_at=now,
+                    version=self.version,
+                    config_hash=self.config_hash,
+                    replayed=replayed,
+                )
+            )
+        self.counters["accepted"] += len(summaries)
+        overflow = len(self._queue) - self.config.retry_queue
+        if overflow > 0:
+            for _ in range(overflow):
+                self._queue.popleft()
+            self.counters["dropped_overflow"] += overflow
+            log.warning("uplink retry queue full: dropped %d oldest summaries", overflow)
+        self._ready.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "state": self.link.state.value,
+            "up": 1 if self.link.is_up else 0,
+            "pending": len(self._queue),
+            **self.counters,
+        }
+
+    def _next_chunk(self) -> list[Envelope]:
+        chunk: list[Envelope] = []
+        alert = self._queue[0].kind == "alert"
+        while self._queue and len(chunk) < self.config.max_batch:
+            if (self._queue[0].kind == "alert") != alert:
+                break
+            chunk.append(self._queue.popleft())
+        return chunk
+
+    async def _send(self, chunk: list[Envelope]) -> None:
+        topic = self.alert_topic if chunk[0].kind == "alert" else self.topic
+        await self.link.publish(topic, encode_envelopes(chunk, self.config.encoding), qos=1)
+
+    async def run(self) -> None:
+        """Send forever; cancel to stop (call :meth:`drain` first for a clean shutdown)."""
+        while True:
+            while not self._queue:
+                self._ready.clear()
+                await self._ready.wait()
+            await self.link.wait_connected()
+            await self._send_round()
+
+    async def _send_round(self) -> None:
+        chunks: list[list[Envelope]] = []
+        while self._queue and len(chunks) < self.config.max_in_flight:
+            chunks.append(self._next_chunk())
+        results = await asyncio.gather(*(self._send(c) for c in chunks), return_exceptions=True)
+        failed: list[Envelope] = []
+        for chunk, result in zip(chunks, results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, TransportError):
+                    raise result
+                failed.extend(e.as_backlog() for e in chunk)
+            elif failed:
+                # A later message got through after an earlier one failed: resend the later one
+                # too, after the failed one, so that order per stream holds at the core.
+                failed.extend(chunk)
+            else:
+                self.counters["sent"] += len(chunk)
+                self.counters["messages_sent"] += 1
+        if failed:
+            self.counters["send_failures"] += 1
+            self._queue.extendleft(reversed(failed))
+
+    async def drain(self, timeout: float) -> int:
+        """Try to send everything pending within ``timeout``; return how many remain unsent."""
+        try:
+            async with asyncio.timeout(timeout):
+                while self._queue:
+                    await self.link.wait_connected()
+                    await self._send_round()
+        except TimeoutError:
+            pass
+        left = len(self._queue)
+        if left:
+            log.error("shutdown: %d summaries could not be handed to the core", left)
+            self.counters["unsent_at_shutdown"] += left
+        return left

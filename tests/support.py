@@ -1,0 +1,151 @@
+"""Shared fixtures: real mosquitto brokers on free ports, and a site runtime running in a task."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from edge_runtime.broker import MosquittoProcess
+from edge_runtime.config import LoadedConfig, parse_config
+from edge_runtime.runtime import SiteRuntime
+from edge_runtime.uplink import Envelope, decode_envelopes
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def site_broker() -> Iterator[MosquittoProcess]:
+    """A real mosquitto for the site, on a free port; tests may stop() and start() it."""
+    broker = MosquittoProcess()
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def core_broker() -> Iterator[MosquittoProcess]:
+    """A second real mosquitto standing in for the core's broker."""
+    broker = MosquittoProcess()
+    broker.start()
+    yield broker
+    broker.close()
+
+
+@pytest.fixture
+def unique() -> str:
+    """A unique topic prefix / site id per test."""
+    return "t" + uuid.uuid4().hex[:10]
+
+
+def site_toml(
+    site: MosquittoProcess,
+    core: MosquittoProcess,
+    data_dir: Path,
+    pipelines: str,
+    *,
+    site_id: str = "test-site",
+    extra: str = "",
+    ingest: str = "",
+) -> str:
+    return f"""
+site_id = "{site_id}"
+data_dir = "{data_dir}"
+{extra}
+[site_broker]
+port = {site.port}
+reconnect_min_s = 0.05
+reconnect_max_s = 0.5
+
+[uplink]
+encoding = "msgpack"
+drain_timeout_s = 5
+
+[uplink.broker]
+port = {core.port}
+reconnect_min_s = 0.05
+reconnect_max_s = 0.5
+
+[ingest]
+batch_wait_ms = 5
+{ingest}
+
+[ops]
+http_port = 0
+log_format = "text"
+tick_interval_s = 0.2
+
+{pipelines}
+"""
+
+
+class RunningSite:
+    def __init__(self, runtime: SiteRuntime, task: asyncio.Task[None]) -> None:
+        self.runtime = runtime
+        self.task = task
+
+    async def stop(self) -> None:
+        self.runtime.stop()
+        await asyncio.wait_for(self.task, 30)
+
+
+@contextlib.asynccontextmanager
+async def running_site(loaded: LoadedConfig) -> AsyncIterator[RunningSite]:
+    runtime = SiteRuntime(loaded)
+    task = asyncio.create_task(runtime.run(), name="site-under-test")
+    try:
+        await asyncio.wait_for(runtime.wait_started(), 10)
+        assert runtime.site_link is not None
+        await asyncio.wait_for(runtime.site_link.wait_connected(), 10)
+        yield RunningSite(runtime, task)
+    finally:
+        if not task.done():
+            runtime.stop()
+            await asyncio.wait_for(task, 30)
+
+
+class Collector:
+    """Subscribes on the core broker and keeps every envelope that arrives."""
+
+    def __init__(self, broker: MosquittoProcess, topic: str = "edge/#") -> None:
+        self.broker = broker
+        self.topic = topic
+        self.envelopes: list[Envelope] = []
+        self.messages = 0
+        self._task: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+
+    async def _run(self) -> None:
+        async with aiomqtt.Client("127.0.0.1", self.broker.port) as client:
+            await client.subscribe(self.topic, qos=1)
+            self._ready.set()
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                self.messages += 1
+                self.envelopes.extend(decode_envelopes(message.payload))
+
+    async def __aenter__(self) -> Collector:
+        self._task = asyncio.create_task(self._run(), name="collector")
+        await asyncio.wait_for(self._ready.wait(), 10)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def wait_for(self, predicate: Any, timeout: float = 20.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate(self.envelopes):
+                await asyncio.sleep(0.05)
+
+
+def load(text: str) -> LoadedConfig:
+    return parse_config(text, source="<test>")
