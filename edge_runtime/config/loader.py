@@ -44,12 +44,16 @@ class LoadedConfig:
             "site": site,
             "pipelines": [
                 {
-                    "plugin": f"{type(p).__module__}.{type(p).__qualname__}",
+                    "plugin": _qualified(self.registry[p.type]),
                     **p.model_dump(mode="json"),
                 }
                 for p in self.pipelines
             ],
         }
+
+
+def _qualified(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 def _mask(dumped: dict[str, Any], broker: BrokerConfig) -> None:

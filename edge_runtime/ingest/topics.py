@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["TopicMatcher", "topic_matches"]
+__all__ = ["TopicMatcher", "filter_covers", "minimal_filters", "topic_matches"]
 
 _CACHE_LIMIT = 65536
 
@@ -40,3 +40,25 @@ class TopicMatcher:
                 self._cache.clear()
             self._cache[topic] = hit
         return hit
+
+
+def filter_covers(wide: str, narrow: str) -> bool:
+    """True when every topic that ``narrow`` matches is also matched by ``wide``."""
+    w_levels = wide.split("/")
+    n_levels = narrow.split("/")
+    for i, w in enumerate(w_levels):
+        if w == "#":
+            return True
+        if i >= len(n_levels):
+            return False
+        n = n_levels[i]
+        if n == "#" or (w != "+" and (n == "+" or w != n)):
+            return False
+    return len(w_levels) == len(n_levels)
+
+
+def minimal_filters(filters: Sequence[str]) -> list[str]:
+    """Drop filters covered by another one, so that a broker never delivers a message twice
+    to us through overlapping subscriptions."""
+    unique = sorted(set(filters))
+    return [f for f in unique if not any(g != f and filter_covers(g, f) for g in unique)]

@@ -92,7 +92,9 @@ class PluginRegistry:
                 f"{model.__name__}.type must be annotated Literal[{type_name!r}] so that configs "
                 "select the plugin by name",
             )
-        undocumented = [n for n, f in model.model_fields.items() if not f.description]
+        undocumented = [
+            n for n, f in model.model_fields.items() if not f.description and n != "type"
+        ]
         if undocumented:
             raise PluginError(
                 type_name,

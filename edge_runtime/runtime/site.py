@@ -27,7 +27,7 @@ from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.config.models import BrokerConfig
 from edge_runtime.ingest.decoders import ReadingDecoder
 from edge_runtime.ingest.queue import IngestQueue
-from edge_runtime.ingest.topics import TopicMatcher
+from edge_runtime.ingest.topics import TopicMatcher, minimal_filters
 from edge_runtime.mqtt.connection import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
@@ -151,9 +151,9 @@ class SiteRuntime:
                         status=self.status,
                     )
                 )
-            topics = sorted(
-                {t for slot in self.slots for t in slot.pipeline.config.topics}
-                | set(cfg.ingest.extra_subscriptions)
+            topics = minimal_filters(
+                [t for slot in self.slots for t in slot.pipeline.config.topics]
+                + cfg.ingest.extra_subscriptions
             )
             self.site_link = await stack.enter_async_context(
                 MqttLink(
