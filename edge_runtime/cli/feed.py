@@ -37,6 +37,14 @@ async def feed_akl(host: str, port: int, start: date, end: date, rate: float) ->
 
 async def tap_summaries(host: str, port: int, topic: str, limit: int | None = None) -> None:
     """Print each summary arriving on the core broker, one line each."""
+    try:
+        await _tap(host, port, topic, limit)
+    except aiomqtt.MqttError as exc:
+        # The main job's embedded broker goes away when the site stops: that ends the tap.
+        log.debug("summary tap closed: %s", exc)
+
+
+async def _tap(host: str, port: int, topic: str, limit: int | None) -> None:
     seen = 0
     async with aiomqtt.Client(host, port, identifier="edge-runtime-tap") as client:
         await client.subscribe(topic, qos=1)
