@@ -24,7 +24,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -38,9 +38,11 @@ __all__ = [
     "Pipeline",
     "PipelineConfig",
     "PipelineContext",
+    "SubmitFn",
 ]
 
-InputKind = Literal["readings", "messages"]
+InputKind = Literal["readings", "messages", "stream"]
+SubmitFn = Callable[[Sequence[Summary]], Awaitable[None]]
 
 
 class PipelineConfig(BaseModel):
@@ -107,7 +109,10 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
     * ``type_name``: the name used in the ``type`` field of the config;
     * ``config_model``: its :class:`PipelineConfig` subclass;
     * ``input_kind``: ``"readings"`` (default: the runtime decodes payloads into a
-      :class:`ReadingBatch`) or ``"messages"`` (the plugin gets the raw messages);
+      :class:`ReadingBatch`), ``"messages"`` (the plugin gets the raw messages in batches) or
+      ``"stream"`` (the plugin has its own stage: the runtime hands it each message with
+      ``offer`` and runs its ``run`` coroutine as a task; for camera analytics, which batches
+      frames across cameras under a deadline and keeps only the latest frame per camera);
     * ``blocking``: ``True`` when ``process`` does heavy work that releases the GIL (inference);
       the runtime then calls it in a worker thread, off the event loop.
     """
@@ -134,6 +139,18 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
         raise NotImplementedError(
             f"{type(self).__name__} takes messages but defines no process_messages()"
         )
+
+    def offer(self, message: RawMessage) -> None:
+        """Stream plugins: take one message (cheap, non-blocking; may replace an older one)."""
+        raise NotImplementedError(f"{type(self).__name__} is a stream plugin without offer()")
+
+    async def run(self, submit: SubmitFn) -> None:
+        """Stream plugins: process offered messages until :meth:`close`; hand results to
+        ``submit``. Blocking work must run in threads, never on the event loop."""
+        raise NotImplementedError(f"{type(self).__name__} is a stream plugin without run()")
+
+    def close(self) -> None:
+        """Stream plugins: stop accepting messages; ``run`` finishes what it holds and returns."""
 
     def on_tick(self, now: float) -> Sequence[Summary]:
         """Called about once a second with the injected clock's time, also when idle."""

@@ -107,6 +107,8 @@ class PluginRegistry:
             raise PluginError(
                 type_name, "input_kind is 'messages' but process_messages() is not defined"
             )
+        if cls.input_kind == "stream" and (cls.offer is Pipeline.offer or cls.run is Pipeline.run):
+            raise PluginError(type_name, "input_kind is 'stream' but offer() or run() is missing")
         existing = self._plugins.get(type_name)
         if existing is not None and existing is not cls:
             raise PluginError(

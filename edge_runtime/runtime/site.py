@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import operator
 import time
@@ -141,7 +142,7 @@ class SiteRuntime:
             )
             self.uplink = self._uplink_factory(self, self.uplink_link)
             self.stats.uplink = self.uplink.stats
-            if cfg.ops.http_port is not None:
+            if cfg.ops.http_enabled:
                 self.ops = await stack.enter_async_context(
                     OpsServer(
                         cfg.ops.http_host,
@@ -174,6 +175,14 @@ class SiteRuntime:
                 ", ".join(s.name for s in self.slots),
             )
             async with asyncio.TaskGroup() as tg:
+                streams = [
+                    tg.create_task(
+                        slot.pipeline.run(functools.partial(self._submit, slot.name)),
+                        name=f"stream-{slot.name}",
+                    )
+                    for slot in self.slots
+                    if slot.pipeline.input_kind == "stream"
+                ]
                 process = tg.create_task(self._process_loop(), name="pipelines")
                 sender = tg.create_task(self.uplink.run(), name="uplink-sender")
                 ticker = tg.create_task(self._tick_loop(), name="pipeline-ticks")
@@ -183,6 +192,11 @@ class SiteRuntime:
                 await self.site_link.close()
                 self.queue.close()
                 await process
+                for slot in self.slots:
+                    if slot.pipeline.input_kind == "stream":
+                        slot.pipeline.close()
+                for stream in streams:
+                    await stream
                 ticker.cancel()
                 await self._emit_all(lambda p: p.flush())
                 left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
@@ -262,6 +276,10 @@ class SiteRuntime:
     async def _run_slot(self, slot: PipelineSlot, messages: list[RawMessage]) -> None:
         pipeline = slot.pipeline
         try:
+            if pipeline.input_kind == "stream":
+                for message in messages:
+                    pipeline.offer(message)
+                return
             if pipeline.input_kind == "messages":
                 if pipeline.blocking:
                     out = await asyncio.to_thread(pipeline.process_messages, messages)

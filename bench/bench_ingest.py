@@ -1,0 +1,274 @@
+"""Issue 2 benchmark: ingest and aggregation throughput, against baselines measured in this run.
+
+    python bench/bench_ingest.py [--quick]
+
+(a) the bare aiomqtt receive loop: the client's own ceiling on this machine;
+(b) the runtime end to end: messages in to summaries out (QoS 0, one reading per JSON message);
+(c) b / a;
+(d) readings/s through decode + windowed aggregation with batched SenML payloads (in process),
+    against a straightforward per-reading Python loop doing the same stats;
+(e) peak RSS of a runtime process under a 10x overload (a backlog ten times its per-second rate
+    released at once), against its RSS when idle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import aiomqtt
+import numpy as np
+import uvloop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._load import senml_pack, start_publisher  # noqa: E402
+from edge_runtime.broker import MosquittoProcess  # noqa: E402
+from edge_runtime.config import parse_config  # noqa: E402
+from edge_runtime.ingest import DecodeSpec, ReadingDecoder  # noqa: E402
+from edge_runtime.plugins import PipelineContext, RawMessage  # noqa: E402
+from edge_runtime.clock import SystemClock  # noqa: E402
+from edge_runtime.runtime import SiteRuntime  # noqa: E402
+from pipelines.windows import WindowConfig, WindowPipeline  # noqa: E402
+
+
+def cpu() -> float:
+    return time.process_time()
+
+
+async def bare_aiomqtt(port: int, n: int) -> tuple[float, float]:
+    """Messages/s and CPU-s per 100k of a bare aiomqtt receive loop."""
+    proc, go = start_publisher(port, "bench/bare/{key}", n)
+    async with aiomqtt.Client("127.0.0.1", port, max_queued_incoming_messages=0) as client:
+        await client.subscribe("bench/bare/#", qos=0)
+        count = 0
+        go.set()
+        t0 = time.perf_counter()
+        c0 = cpu()
+        async for message in client.messages:
+            del message
+            count += 1
+            if count == n:
+                break
+        elapsed = time.perf_counter() - t0
+        used = cpu() - c0
+    proc.join()
+    return n / elapsed, used / n * 100_000
+
+
+SITE = """
+site_id = "bench"
+data_dir = "{data}"
+[site_broker]
+port = {port}
+client_id = "bench-runtime-{tag}"
+clean_start = true
+[uplink.broker]
+port = {port}
+[uplink]
+topic = "edge/bench/summaries"
+[ingest]
+qos = 0
+batch_max = 4096
+batch_wait_ms = 2
+queue_size = {queue}
+overflow = "{overflow}"
+[ops]
+http_enabled = {http}
+http_port = 0
+log_format = "text"
+log_level = "WARNING"
+[[pipelines]]
+type = "windows"
+name = "bench"
+topics = ["bench/rt/+"]
+decode = {{ format = "json", key = "topic:2", value = "field:value", time = "field:ts" }}
+window = {{ kind = "tumbling", size_s = 10, allowed_lateness_s = 0 }}
+"""
+
+
+async def runtime_end_to_end(port: int, n: int, data: Path) -> tuple[float, float, int]:
+    """Messages/s from the first publish to the last summary on the core, and CPU-s/100k."""
+    loaded = parse_config(
+        SITE.format(data=data, port=port, tag="e2e", queue=100_000, overflow="block", http="false")
+    )
+    runtime = SiteRuntime(loaded)
+    # event times: 1 ms apart, so n messages span n/10_000 windows of 10 s; the sentinel
+    # message far ahead moves the watermark past all of them.
+    expected_windows = len({(i % 16, int((1.7e9 + i * 0.001) // 10)) for i in range(n)})
+    got = 0
+    done = asyncio.Event()
+
+    async def collect(ready: asyncio.Event) -> None:
+        nonlocal got
+        async with aiomqtt.Client("127.0.0.1", port) as client:
+            await client.subscribe("edge/bench/#", qos=1)
+            ready.set()
+            from edge_runtime.uplink import decode_envelopes  # noqa: PLC0415
+
+            async for message in client.messages:
+                assert isinstance(message.payload, bytes)
+                got += sum(1 for e in decode_envelopes(message.payload) if e.key != "sentinel")
+                if got >= expected_windows:
+                    done.set()
+
+    ready = asyncio.Event()
+    collector = asyncio.create_task(collect(ready))
+    site = asyncio.create_task(runtime.run())
+    await ready.wait()
+    await runtime.wait_started()
+    assert runtime.site_link is not None
+    await runtime.site_link.wait_connected()
+    proc, go = start_publisher(port, "bench/rt/{key}", n)
+    c0 = cpu()
+    go.set()
+    t0 = time.perf_counter()
+    proc.join()
+    async with aiomqtt.Client("127.0.0.1", port) as client:
+        await client.publish("bench/rt/sentinel", b'{"value": 0, "ts": 1710000000}', qos=1)
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - t0
+    used = cpu() - c0
+    runtime.stop()
+    await site
+    collector.cancel()
+    return n / elapsed, used / n * 100_000, got
+
+
+def hot_loop(packs: int, per_pack: int) -> tuple[float, float, float]:
+    """Readings/s: decode + aggregate SenML packs, in process; and a per-reading baseline."""
+    t0 = 1.7e9
+    messages = [
+        RawMessage("gw/x/senml", senml_pack(f"dev{i % 32}/", t0 + i * 0.5, per_pack, i), 0, False, t0)
+        for i in range(packs)
+    ]
+    spec = DecodeSpec(format="senml", key="senml")
+    config = WindowConfig.model_validate(
+        {"type": "windows", "name": "hot", "topics": ["gw/#"], "decode": spec.model_dump(),
+         "window": {"kind": "tumbling", "size_s": 60, "allowed_lateness_s": 5}}
+    )
+    decoder = ReadingDecoder(spec)
+    pipeline = WindowPipeline(config, PipelineContext(site_id="b", pipeline="hot", clock=SystemClock()))
+    errors: Counter[str] = Counter()
+    batch_size = 16
+    total = 0
+    start = time.perf_counter()
+    for i in range(0, len(messages), batch_size):
+        batch = decoder.decode(messages[i : i + batch_size], errors)
+        total += len(batch)
+        pipeline.process(batch)
+    pipeline.flush()
+    rate = total / (time.perf_counter() - start)
+    assert not errors, errors
+
+    # Baseline: the loop a user writes first: orjson per pack, dict of lists per window, stats
+    # with the statistics module at close.
+    import orjson  # noqa: PLC0415
+
+    sample = messages[: max(1, len(messages) // 10)]
+    start = time.perf_counter()
+    windows: dict[tuple[str, float], list[float]] = defaultdict(list)
+    count = 0
+    for msg in sample:
+        base_name, base_time = "", 0.0
+        for rec in orjson.loads(msg.payload):
+            base_name = rec.get("bn", base_name)
+            base_time = rec.get("bt", base_time)
+            t = base_time + rec.get("t", 0.0)
+            windows[(base_name + rec["n"], t // 60 * 60)].append(rec["v"])
+            count += 1
+    for values in windows.values():
+        _ = (len(values), sum(values), min(values), max(values), statistics.fmean(values),
+             statistics.pstdev(values), np.percentile(values, [50, 95, 99]))
+    naive = count / (time.perf_counter() - start)
+    return rate, naive, total
+
+
+def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, int]:
+    """Start a runtime process, measure idle RSS, release a 10x backlog, return peak RSS (kB)."""
+    n = int(rate_per_s * 10)
+    cfg = data / "overload.toml"
+    cfg.write_text(
+        SITE.format(data=data, port=port, tag="overload", queue=50_000, overflow="drop_oldest", http="true")
+        .replace("clean_start = true", "clean_start = false")
+        .replace("[ingest]\nqos = 0", "[ingest]\nqos = 1")
+    )
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime", "run", "-c", str(cfg), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    time.sleep(3.0)
+    idle = _rss(runtime.pid, "VmRSS")
+    runtime.send_signal(15)
+    runtime.wait(30)
+    # the session persists: publish the backlog (QoS 1) while the runtime is away
+    proc, go = start_publisher(port, "bench/rt/{key}", n, qos=1)
+    go.set()
+    proc.join()
+    runtime = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime", "run", "-c", str(cfg), "--quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    peak = 0
+    deadline = time.time() + 60
+    last_change = time.time()
+    while time.time() < deadline:
+        time.sleep(0.2)
+        hwm = _rss(runtime.pid, "VmHWM")
+        if hwm > peak:
+            peak, last_change = hwm, time.time()
+        elif time.time() - last_change > 5:
+            break
+    runtime.send_signal(15)
+    runtime.wait(30)
+    return idle, peak, n
+
+
+def _rss(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
+    parser.add_argument("--messages", type=int, help="messages for (a) and (b)")
+    args = parser.parse_args()
+    n = args.messages or (50_000 if args.quick else 200_000)
+    print(f"edge-runtime ingest bench: {os.cpu_count()} CPUs, {n} messages, QoS 0, one reading each")
+    with MosquittoProcess() as broker, tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp)
+        runs = 1 if args.quick else 3
+        bare = [uvloop.run(bare_aiomqtt(broker.port, n)) for _ in range(runs)]
+        e2e = [uvloop.run(runtime_end_to_end(broker.port, n, data / f"e2e{i}")) for i in range(runs)]
+        a_rate = statistics.median(r for r, _ in bare)
+        a_cpu = statistics.median(c for _, c in bare)
+        b_rate = statistics.median(r for r, _, _ in e2e)
+        b_cpu = statistics.median(c for _, c, _ in e2e)
+        print(f"(a) bare aiomqtt receive loop        {a_rate:>12,.0f} msg/s   {a_cpu:.2f} CPU-s/100k msgs")
+        print(f"(b) runtime end to end (to summaries) {b_rate:>11,.0f} msg/s   {b_cpu:.2f} CPU-s/100k msgs "
+              f"(incl. uplink + collector), {e2e[0][2]} summaries")
+        print(f"(c) b/a                               {b_rate / a_rate:>11.2f}      (target >= 0.90)")
+        packs = 400 if args.quick else 2000
+        d_rate, naive, total = hot_loop(packs, 500)
+        print(f"(d) decode+aggregate, SenML x500      {d_rate:>11,.0f} readings/s ({total:,} readings; "
+              f"per-reading Python loop {naive:,.0f}/s, ratio {d_rate / naive:.1f}x; target >= 1,000,000)")
+        idle, peak, backlog = overload_rss(broker.port, b_rate, data)
+        print(f"(e) peak RSS under 10x overload       {peak / 1024:>11.1f} MiB  (idle {idle / 1024:.1f} MiB, "
+              f"ratio {peak / max(idle, 1):.2f}x; backlog {backlog:,} msgs released at once, queue 50,000 drop_oldest)")
+    print(f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
