@@ -1,0 +1,404 @@
+"""A keyed event-time window store: readings in, one summary per (key, window) out.
+
+Layout. Event time is cut into *slots* of one hop (``slot = floor((t - offset) / hop)``);
+window ``k`` covers slots ``k .. k + m - 1`` with ``m = size / hop`` (1 for tumbling windows),
+i.e. ``[offset + k·hop, offset + k·hop + size)``. A batch is split by slot only (a batch
+usually spans one or two slots) and each part is appended, all keys together, as one chunk to
+its slot; a window tracks which keys it holds in a boolean array indexed by key code. Closing a
+window concatenates its slots and computes the statistics of every key at once with
+:func:`~edge_runtime.aggregation.stats.grouped_stats`. So the Python work is per batch and slot
+on the way in and per emitted summary on the way out, never per reading, and percentiles are
+exact because the values themselves are kept until the window closes.
+
+Time. The watermark is ``max event time seen - allowed_lateness``; window ``k`` closes when the
+watermark reaches its end. Closed windows form a prefix of the window indices: every window
+below ``frontier`` is closed, whether it held data or not. A reading is *late* for the
+windows below the frontier that it belongs to. With ``late_policy = "drop"`` it is left out of
+them; with ``"correct"`` each such window still within ``correction_horizon_s`` (of event time
+after its end) is recomputed and re-emitted as a ``"correction"`` with the next revision.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from operator import attrgetter
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.aggregation.spec import WindowSpec
+from edge_runtime.aggregation.stats import PERCENTILES, grouped_stats
+from edge_runtime.plugins._types import ReadingBatch, Summary
+
+__all__ = ["CountFn", "WindowStore"]
+
+CountFn = Callable[[str, int], None]
+KeyArray = npt.NDArray[np.int32]
+FloatArray = npt.NDArray[np.float64]
+SlotArray = npt.NDArray[np.int64]
+
+_NEVER = -(2**62)  # window index below every real one: "nothing closed yet"
+_emit_order = attrgetter("window_end", "key")
+
+
+def _no_count(event: str, n: int) -> None:
+    del event, n
+
+
+class _Slot:
+    """Readings of one hop of event time, all keys, as appended chunks.
+
+    With ``by_value`` (percentiles wanted) compacting sorts the readings by value, so that a
+    window over several slots is a concatenation of sorted runs, cheap to sort again.
+    """
+
+    __slots__ = ("by_value", "keys", "size", "sorted", "values")
+
+    def __init__(self, *, by_value: bool) -> None:
+        self.keys: list[KeyArray] = []
+        self.values: list[FloatArray] = []
+        self.size = 0
+        self.by_value = by_value
+        self.sorted = False  # whether chunk 0 is sorted by value
+
+    def append(self, keys: KeyArray, values: FloatArray) -> None:
+        self.keys.append(keys)
+        self.values.append(values)
+        self.size += int(keys.shape[0])
+
+    def arrays(self) -> tuple[KeyArray, FloatArray]:
+        """All readings as one chunk (compacted in place, so the next window reuses it)."""
+        if len(self.keys) == 1 and (self.sorted or not self.by_value):
+            return self.keys[0], self.values[0]
+        keys = np.concatenate(self.keys)
+        values = np.concatenate(self.values)
+        if self.by_value:
+            # a sorted chunk plus a few late readings: a run-adaptive sort is the fast one
+            order = np.argsort(values, kind="stable" if self.sorted else None)
+            keys, values = keys[order], values[order]
+            self.sorted = True
+        self.keys, self.values = [keys], [values]
+        return keys, values
+
+
+class _Window:
+    """Bookkeeping of one window index: which keys it holds and their correction revisions."""
+
+    __slots__ = ("nkeys", "present", "revisions")
+
+    def __init__(self, capacity: int) -> None:
+        self.present = np.zeros(max(capacity, 16), dtype=bool)
+        self.nkeys = 0
+        self.revisions: dict[int, int] = {}
+
+    def grow(self, capacity: int) -> None:
+        if self.present.shape[0] < capacity:
+            grown = np.zeros(max(capacity, 2 * self.present.shape[0]), dtype=bool)
+            grown[: self.present.shape[0]] = self.present
+            self.present = grown
+
+    def mark(self, keys: KeyArray, capacity: int) -> int:
+        """Record that ``keys`` have readings here; return how many were new."""
+        self.grow(capacity)
+        new = ~self.present[keys]
+        if not new.any():
+            return 0
+        fresh = np.unique(keys[new])
+        self.present[fresh] = True
+        self.nkeys += int(fresh.shape[0])
+        return int(fresh.shape[0])
+
+
+class WindowStore:
+    """Windows of one pipeline. Not thread-safe; every method returns the summaries it completes.
+
+    ``count(event, n)`` receives the counters: ``readings``, ``missing``, ``future_dropped``,
+    ``invalid_time``, ``late_dropped``, ``late_corrected``, ``windows_emitted``,
+    ``corrections_emitted``, ``forced_close``. In hopping windows a reading may be late for its
+    older windows only; it is then counted once (as dropped and/or corrected) and still joins
+    its open windows.
+    """
+
+    def __init__(self, spec: WindowSpec, *, pipeline: str, count: CountFn = _no_count) -> None:
+        self.spec = spec
+        self.pipeline = pipeline
+        self._count = count
+        self._size = spec.size_s
+        self._hop = spec.hop
+        self._offset = spec.offset_s
+        self._m = spec.windows_per_reading
+        self._lateness = spec.allowed_lateness_s
+        self._correct = spec.late_policy == "correct"
+        self._horizon = spec.correction_horizon_s
+        self._stats = tuple(spec.stats)
+        self._by_value = not PERCENTILES.keys().isdisjoint(self._stats)
+        self._slots: dict[int, _Slot] = {}
+        self._windows: dict[int, _Window] = {}
+        self._frontier = _NEVER  # every window index below it is closed
+        self._evicted = _NEVER  # data of windows and slots up to it is gone
+        self._open = 0  # open (key, window) pairs
+        self._max_event = -math.inf
+        self._watermark = -math.inf
+        self._last_arrival: float | None = None
+        self._names: list[str] = []
+
+    # -- public ----------------------------------------------------------------------------------
+
+    @property
+    def watermark(self) -> float:
+        """Event time up to which windows are closed (-inf before the first reading)."""
+        return self._watermark
+
+    @property
+    def open_windows(self) -> int:
+        """Number of open (key, window) pairs."""
+        return self._open
+
+    def add(self, batch: ReadingBatch, now: float) -> list[Summary]:
+        """Take in ``batch``; ``now`` is the site clock (for ``max_future_s`` and idling)."""
+        n = len(batch)
+        if n == 0:
+            return []
+        self._names = batch.key_table.names
+        self._count("readings", n)
+        keys, values, times = batch.keys, batch.values, batch.times
+        limit = math.inf if self.spec.max_future_s is None else now + self.spec.max_future_s
+        earliest, latest = float(times.min()), float(times.max())
+        if not (earliest > -math.inf and latest <= limit):  # also true when a time is NaN
+            keys, values, times = self._drop_bad_times(keys, values, times, limit)
+            if times.shape[0] == 0:
+                return []
+            latest = float(times.max())
+        bad = ~np.isfinite(values)
+        n_bad = int(np.count_nonzero(bad))
+        if n_bad:
+            self._count("missing", n_bad)
+            values = np.where(bad, np.nan, values)
+        slots = np.floor((times - self._offset) / self._hop).astype(np.int64)
+        self._last_arrival = now
+
+        out: list[Summary] = []
+        touched: dict[int, KeyArray] = {}
+        if int(slots.min()) - (self._m - 1) < self._frontier:
+            keys, values, slots, touched = self._sort_late(keys, values, slots)
+        self._store(keys, values, slots)
+        if touched:
+            out.extend(self._correct_windows(touched))
+        self._max_event = max(self._max_event, latest)
+        out.extend(self._advance(self._max_event - self._lateness))
+        out.extend(self._enforce_bound())
+        if len(out) > 1:
+            out.sort(key=_emit_order)
+        return out
+
+    def tick(self, now: float) -> list[Summary]:
+        """Idle handling: after ``idle_timeout_s`` without readings, move the watermark on by
+        the processing time elapsed since the last reading."""
+        timeout = self.spec.idle_timeout_s
+        if timeout is None or self._last_arrival is None:
+            return []
+        idle = now - self._last_arrival
+        if idle < timeout:
+            return []
+        out = self._advance(self._max_event - self._lateness + idle)
+        out.sort(key=_emit_order)
+        return out
+
+    def flush(self) -> list[Summary]:
+        """Close every open window now (shutdown)."""
+        out: list[Summary] = []
+        for k in sorted(k for k in self._windows if k >= self._frontier):
+            out.extend(self._close(k, forced=False))
+            self._frontier = k + 1
+        self._evict()
+        out.sort(key=_emit_order)
+        return out
+
+    def gauges(self, now: float) -> dict[str, float]:
+        open_idx = sum(1 for k in self._windows if k >= self._frontier)
+        wm = self._watermark
+        return {
+            "open_windows": float(self._open),
+            "open_window_starts": float(open_idx),
+            "retained_windows": float(len(self._windows) - open_idx),
+            "buffered_readings": float(sum(s.size for s in self._slots.values())),
+            "watermark_lag_s": now - wm if math.isfinite(wm) else 0.0,
+            "event_time_lag_s": now - self._max_event if math.isfinite(self._max_event) else 0.0,
+        }
+
+    # -- ingest ----------------------------------------------------------------------------------
+
+    def _drop_bad_times(
+        self, keys: KeyArray, values: FloatArray, times: FloatArray, limit: float
+    ) -> tuple[KeyArray, FloatArray, FloatArray]:
+        finite = np.isfinite(times)
+        future = finite & (times > limit)
+        n_future = int(np.count_nonzero(future))
+        self._count("future_dropped", n_future)
+        self._count("invalid_time", int(times.shape[0] - np.count_nonzero(finite)))
+        ok = finite & ~future
+        return keys[ok], values[ok], times[ok]
+
+    def _data_floor(self) -> int:
+        """Largest window index whose readings are no longer kept (or were never needed)."""
+        if not self._correct:
+            return self._frontier - 1
+        edge = self._watermark - self._horizon - self._offset - self._size
+        if not math.isfinite(edge):
+            return _NEVER
+        return min(self._frontier - 1, math.floor(edge / self._hop))
+
+    def _sort_late(
+        self, keys: KeyArray, values: FloatArray, slots: SlotArray
+    ) -> tuple[KeyArray, FloatArray, SlotArray, dict[int, KeyArray]]:
+        """Count late readings; keep those whose newest window still has its data; return
+        the (closed window → keys) pairs to correct."""
+        first = slots - (self._m - 1)
+        floor = self._data_floor()
+        late = first < self._frontier
+        self._count("late_dropped", int(np.count_nonzero(late & (first <= floor))))
+        touched: dict[int, KeyArray] = {}
+        lo = np.maximum(first, floor + 1)
+        hi = np.minimum(slots, self._frontier - 1)
+        fix = lo <= hi
+        if fix.any():
+            self._count("late_corrected", int(np.count_nonzero(fix)))
+            idx: list[SlotArray] = []
+            codes: list[KeyArray] = []
+            for d in range(self._m):
+                sel = fix & (lo + d <= hi)
+                idx.append(lo[sel] + d)
+                codes.append(keys[sel])
+            wins = np.concatenate(idx)
+            wkeys = np.concatenate(codes)
+            for k in np.unique(wins).tolist():
+                touched[k] = np.unique(wkeys[wins == k])
+        keep = slots > floor
+        if keep.all():
+            return keys, values, slots, touched
+        return keys[keep], values[keep], slots[keep], touched
+
+    def _store(self, keys: KeyArray, values: FloatArray, slots: SlotArray) -> None:
+        if slots.shape[0] == 0:
+            return
+        first, last = int(slots.min()), int(slots.max())
+        if first == last:
+            self._store_slot(first, keys, values)
+            return
+        order = np.argsort(slots, kind="stable")
+        ordered = slots[order]
+        cuts = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+        starts = [0, *cuts.tolist()]
+        ends = [*cuts.tolist(), int(ordered.shape[0])]
+        for a, b in zip(starts, ends, strict=True):
+            part = order[a:b]
+            self._store_slot(int(ordered[a]), keys[part], values[part])
+
+    def _store_slot(self, j: int, keys: KeyArray, values: FloatArray) -> None:
+        slot = self._slots.get(j)
+        if slot is None:
+            slot = self._slots[j] = _Slot(by_value=self._by_value)
+        slot.append(keys, values)
+        capacity = len(self._names)
+        marks = keys if self._m == 1 else np.unique(keys)
+        for k in range(max(j - self._m + 1, self._frontier), j + 1):
+            window = self._windows.get(k)
+            if window is None:
+                window = self._windows[k] = _Window(capacity)
+            self._open += window.mark(marks, capacity)
+
+    # -- closing ---------------------------------------------------------------------------------
+
+    def _advance(self, watermark: float) -> list[Summary]:
+        if watermark <= self._watermark:
+            return []
+        self._watermark = watermark
+        frontier = math.floor((watermark - self._offset - self._size) / self._hop) + 1
+        out: list[Summary] = []
+        if frontier > self._frontier:
+            for k in sorted(k for k in self._windows if self._frontier <= k < frontier):
+                out.extend(self._close(k, forced=False))
+            self._frontier = frontier
+        self._evict()
+        return out
+
+    def _enforce_bound(self) -> list[Summary]:
+        limit = self.spec.max_open_windows
+        if self._open <= limit:
+            return []
+        out: list[Summary] = []
+        for k in sorted(k for k in self._windows if k >= self._frontier):
+            out.extend(self._close(k, forced=True))
+            self._frontier = k + 1
+            if self._open <= limit:
+                break
+        self._evict()
+        return out
+
+    def _evict(self) -> None:
+        floor = self._data_floor()
+        if floor <= self._evicted:
+            return
+        for k in [k for k in self._windows if k <= floor]:
+            del self._windows[k]
+        for j in [j for j in self._slots if j <= floor]:
+            del self._slots[j]
+        self._evicted = floor
+
+    def _window_data(self, k: int) -> tuple[KeyArray, FloatArray]:
+        parts = [self._slots[j].arrays() for j in range(k, k + self._m) if j in self._slots]
+        if len(parts) == 1:
+            return parts[0]
+        if not parts:
+            return np.empty(0, dtype=np.int32), np.empty(0, dtype=np.float64)
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    def _bounds(self, k: int) -> tuple[float, float]:
+        start = self._offset + k * self._hop
+        return start, start + self._size
+
+    def _close(self, k: int, *, forced: bool) -> list[Summary]:
+        window = self._windows[k]
+        self._open -= window.nkeys
+        keys, values = self._window_data(k)
+        codes, rows = grouped_stats(keys, values, self._stats, sorted_runs=self._by_value)
+        start, end = self._bounds(k)
+        names, pipeline = self._names, self.pipeline
+        pairs = zip(codes.tolist(), rows, strict=True)
+        if forced:  # closed before the watermark reached its end: say so downstream
+            out = [
+                Summary(pipeline, names[code], start, end, row, attrs={"forced_close": True})
+                for code, row in pairs
+            ]
+            self._count("forced_close", len(out))
+        else:
+            out = [Summary(pipeline, names[code], start, end, row) for code, row in pairs]
+        self._count("windows_emitted", len(out))
+        return out
+
+    def _correct_windows(self, touched: dict[int, KeyArray]) -> Iterable[Summary]:
+        capacity = len(self._names)
+        for k in sorted(touched):
+            wanted = touched[k]
+            window = self._windows.get(k)
+            if window is None:  # a closed window that had no readings until now
+                window = self._windows[k] = _Window(capacity)
+            window.grow(capacity)
+            seen = dict(zip(wanted.tolist(), window.present[wanted].tolist(), strict=True))
+            window.mark(wanted, capacity)
+            keys, values = self._window_data(k)
+            sel = np.isin(keys, wanted)
+            codes, rows = grouped_stats(keys[sel], values[sel], self._stats)
+            start, end = self._bounds(k)
+            for code, row in zip(codes.tolist(), rows, strict=True):
+                revision = window.revisions.get(code, 0 if seen[code] else -1) + 1
+                window.revisions[code] = revision
+                if revision:
+                    self._count("corrections_emitted", 1)
+                    yield Summary(
+                        self.pipeline, self._names[code], start, end, row, "correction", revision
+                    )
+                else:  # the key had no summary for this window yet: this is its first
+                    self._count("windows_emitted", 1)
+                    yield Summary(self.pipeline, self._names[code], start, end, row)
