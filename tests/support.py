@@ -149,3 +149,37 @@ class Collector:
 
 def load(text: str) -> LoadedConfig:
     return parse_config(text, source="<test>")
+
+
+class NatsServer:
+    """A real nats-server with JetStream on a free port, for the core's forwarding tests."""
+
+    def __init__(self, workdir: Path) -> None:
+        import shutil  # noqa: PLC0415
+        import subprocess  # noqa: PLC0415
+
+        from edge_runtime.broker import free_port, wait_port  # noqa: PLC0415
+
+        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(workdir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_port("127.0.0.1", self.port)
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
+    server = NatsServer(tmp_path / "nats")
+    yield server
+    server.close()

@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from edge_runtime import __version__
-from edge_runtime.config.loader import LoadedConfig, load_config, parse_config
+from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
 from edge_runtime.plugins.registry import default_registry
@@ -118,7 +118,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if url is None:
         loaded = _load(args.config)
         port = loaded.site.ops.http_port
-        if not port:
+        if not port or not loaded.site.ops.http_enabled:
             raise EdgeRuntimeError("the config has no fixed ops.http_port; pass --url")
         url = f"http://{loaded.site.ops.http_host}:{port}"
     try:
@@ -127,6 +127,39 @@ def cmd_status(args: argparse.Namespace) -> int:
     except urllib.error.URLError as exc:
         raise EdgeRuntimeError(f"no running site answers at {url}: {exc.reason}") from exc
     print(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+    return 0
+
+
+def cmd_core(args: argparse.Namespace) -> int:
+    from edge_runtime.core import CoreConfig, CoreReceiver  # noqa: PLC0415
+    from edge_runtime.core.config import NatsForwardConfig  # noqa: PLC0415
+
+    config = load_model(CoreConfig, args.config) if args.config else CoreConfig()
+    updates: dict[str, Any] = {}
+    if args.broker:
+        host, _, port = args.broker.rpartition(":")
+        updates["broker"] = config.broker.model_copy(
+            update={"host": host or "127.0.0.1", "port": int(port)}
+        )
+    if args.db:
+        updates["database"] = Path(args.db)
+    if args.nats:
+        updates["nats"] = NatsForwardConfig(url=args.nats)
+    if args.http_port is not None:
+        updates["http_port"] = args.http_port
+    config = config.model_copy(update=updates)
+    setup_logging(args.log_format, "INFO")
+
+    async def serve() -> None:
+        receiver = CoreReceiver(config)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, receiver.stop)
+        await receiver.run()
+        print(orjson.dumps(receiver.status(), option=orjson.OPT_INDENT_2).decode())
+
+    _run_async(serve())
     return 0
 
 
@@ -167,6 +200,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="the site's config (to find its ops port)")
     p.add_argument("--url", help="base URL of the site's ops endpoint")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("core", help="run the core receiver (dedupe, store, forward to NATS)")
+    p.add_argument("-c", "--config", help="core config (TOML, see docs/config-reference.md)")
+    p.add_argument("--broker", help="core broker as HOST:PORT (overrides the config)")
+    p.add_argument("--db", help="SQLite database path (overrides the config)")
+    p.add_argument("--nats", help="forward to NATS JetStream at this URL")
+    p.add_argument("--http-port", type=int, help="port of /status and /metrics (0 = free)")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.set_defaults(func=cmd_core)
 
     p = sub.add_parser("config-reference", help="print the config reference (markdown)")
     p.add_argument("-o", "--output", help="write to this file")

@@ -8,17 +8,19 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 
 from edge_runtime.config.models import BrokerConfig, SiteConfig
 from edge_runtime.errors import ConfigError, PluginError
 from edge_runtime.plugins.api import PipelineConfig
 from edge_runtime.plugins.registry import PluginRegistry, default_registry, format_validation_error
 
-__all__ = ["LoadedConfig", "load_config", "parse_config"]
+__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config"]
+
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,23 @@ def load_config(
     return parse_config(
         text, source=source, base_dir=Path(path).resolve().parent, registry=registry
     )
+
+
+def load_model(model: type[M], path: str | os.PathLike[str]) -> M:
+    """Load a TOML file into any config model, with the same error style as site configs."""
+    source = str(path)
+    try:
+        raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file: {exc.strerror}", source=source) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(
+            "invalid configuration:\n" + format_validation_error(exc), source=source
+        ) from exc
 
 
 def parse_config(

@@ -219,12 +219,15 @@ class OpsConfig(_Model):
     http_host: str = Field(
         default="127.0.0.1", description="Address of the metrics/health HTTP endpoint."
     )
-    http_port: int | None = Field(
+    http_enabled: bool = Field(
+        default=True, description="Serve the metrics/health HTTP endpoint at all."
+    )
+    http_port: int = Field(
         default=9108,
         ge=0,
         le=65535,
         description="Port of the HTTP endpoint serving /metrics (Prometheus), /healthz, /readyz "
-        "and /status; 0 picks a free port, null disables it.",
+        "and /status; 0 picks a free port.",
     )
     log_format: Literal["json", "text"] = Field(
         default="json", description="Log line format: structured 'json' or human 'text'."
