@@ -155,10 +155,10 @@ class NatsServer:
     """A real nats-server with JetStream on a free port, for the core's forwarding tests."""
 
     def __init__(self, workdir: Path) -> None:
-        import shutil  # noqa: PLC0415
-        import subprocess  # noqa: PLC0415
+        import shutil
+        import subprocess
 
-        from edge_runtime.broker import free_port, wait_port  # noqa: PLC0415
+        from edge_runtime.broker import free_port, wait_port
 
         binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
         self.port = free_port()

@@ -86,8 +86,8 @@ async def test_dedupe_store_gaps_and_jetstream(
 
 
 def test_core_config_rejects_unknown_fields(tmp_path: Path) -> None:
-    from edge_runtime.config.loader import load_model  # noqa: PLC0415
-    from edge_runtime.errors import ConfigError  # noqa: PLC0415
+    from edge_runtime.config.loader import load_model
+    from edge_runtime.errors import ConfigError
 
     cfg = tmp_path / "core.toml"
     cfg.write_text('databse = "x.db"\n')

@@ -35,7 +35,7 @@ def test_json_fast_path_keys_values_times() -> None:
 
 
 def test_nested_field_paths_and_receive_time() -> None:
-    dec = ReadingDecoder(DecodeSpec(key="field:meta.id", value="field:data.pm25", time=None))
+    dec = ReadingDecoder(DecodeSpec(key="field:meta.id", value="field:data.pm25", time="received"))
     payload = orjson.dumps({"meta": {"id": "x1"}, "data": {"pm25": 7}})
     batch = dec.decode(msgs("t", [payload], received_at=42.0), Counter())
     assert batch.key_table.names == ["x1"]
