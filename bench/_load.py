@@ -42,5 +42,7 @@ def start_publisher(
 
 def senml_pack(base: str, t0: float, n: int, offset: int) -> bytes:
     records: list[dict[str, Any]] = [{"bn": base, "bt": t0, "n": "r0", "v": float(offset % 13)}]
-    records += [{"n": f"r{j % 8}", "v": float((offset + j) % 101), "t": j * 0.01} for j in range(1, n)]
+    records += [
+        {"n": f"r{j % 8}", "v": float((offset + j) % 101), "t": j * 0.01} for j in range(1, n)
+    ]
     return orjson.dumps(records)

@@ -31,14 +31,14 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench._load import senml_pack, start_publisher  # noqa: E402
-from edge_runtime.broker import MosquittoProcess  # noqa: E402
-from edge_runtime.config import parse_config  # noqa: E402
-from edge_runtime.ingest import DecodeSpec, ReadingDecoder  # noqa: E402
-from edge_runtime.plugins import PipelineContext, RawMessage  # noqa: E402
-from edge_runtime.clock import SystemClock  # noqa: E402
-from edge_runtime.runtime import SiteRuntime  # noqa: E402
-from pipelines.windows import WindowConfig, WindowPipeline  # noqa: E402
+from bench._load import senml_pack, start_publisher
+from edge_runtime.broker import MosquittoProcess
+from edge_runtime.clock import SystemClock
+from edge_runtime.config import parse_config
+from edge_runtime.ingest import DecodeSpec, ReadingDecoder
+from edge_runtime.plugins import PipelineContext, RawMessage
+from edge_runtime.runtime import SiteRuntime
+from pipelines.windows import WindowConfig, WindowPipeline
 
 
 def cpu() -> float:
@@ -148,16 +148,25 @@ def hot_loop(packs: int, per_pack: int) -> tuple[float, float, float]:
     """Readings/s: decode + aggregate SenML packs, in process; and a per-reading baseline."""
     t0 = 1.7e9
     messages = [
-        RawMessage("gw/x/senml", senml_pack(f"dev{i % 32}/", t0 + i * 0.5, per_pack, i), 0, False, t0)
+        RawMessage(
+            "gw/x/senml", senml_pack(f"dev{i % 32}/", t0 + i * 0.5, per_pack, i), 0, False, t0
+        )
         for i in range(packs)
     ]
     spec = DecodeSpec(format="senml", key="senml")
     config = WindowConfig.model_validate(
-        {"type": "windows", "name": "hot", "topics": ["gw/#"], "decode": spec.model_dump(),
-         "window": {"kind": "tumbling", "size_s": 60, "allowed_lateness_s": 5}}
+        {
+            "type": "windows",
+            "name": "hot",
+            "topics": ["gw/#"],
+            "decode": spec.model_dump(),
+            "window": {"kind": "tumbling", "size_s": 60, "allowed_lateness_s": 5},
+        }
     )
     decoder = ReadingDecoder(spec)
-    pipeline = WindowPipeline(config, PipelineContext(site_id="b", pipeline="hot", clock=SystemClock()))
+    pipeline = WindowPipeline(
+        config, PipelineContext(site_id="b", pipeline="hot", clock=SystemClock())
+    )
     errors: Counter[str] = Counter()
     batch_size = 16
     total = 0
@@ -187,8 +196,15 @@ def hot_loop(packs: int, per_pack: int) -> tuple[float, float, float]:
             windows[(base_name + rec["n"], t // 60 * 60)].append(rec["v"])
             count += 1
     for values in windows.values():
-        _ = (len(values), sum(values), min(values), max(values), statistics.fmean(values),
-             statistics.pstdev(values), np.percentile(values, [50, 95, 99]))
+        _ = (
+            len(values),
+            sum(values),
+            min(values),
+            max(values),
+            statistics.fmean(values),
+            statistics.pstdev(values),
+            np.percentile(values, [50, 95, 99]),
+        )
     naive = count / (time.perf_counter() - start)
     return rate, naive, total
 
@@ -198,13 +214,16 @@ def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, in
     n = int(rate_per_s * 10)
     cfg = data / "overload.toml"
     cfg.write_text(
-        SITE.format(data=data, port=port, tag="overload", queue=50_000, overflow="drop_oldest", http="true")
+        SITE.format(
+            data=data, port=port, tag="overload", queue=50_000, overflow="drop_oldest", http="true"
+        )
         .replace("clean_start = true", "clean_start = false")
         .replace("[ingest]\nqos = 0", "[ingest]\nqos = 1")
     )
     runtime = subprocess.Popen(
         [sys.executable, "-m", "edge_runtime", "run", "-c", str(cfg), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     time.sleep(3.0)
     idle = _rss(runtime.pid, "VmRSS")
@@ -216,7 +235,8 @@ def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, in
     proc.join()
     runtime = subprocess.Popen(
         [sys.executable, "-m", "edge_runtime", "run", "-c", str(cfg), "--quiet"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     peak = 0
     deadline = time.time() + 60
@@ -246,28 +266,44 @@ def main() -> None:
     parser.add_argument("--messages", type=int, help="messages for (a) and (b)")
     args = parser.parse_args()
     n = args.messages or (50_000 if args.quick else 200_000)
-    print(f"edge-runtime ingest bench: {os.cpu_count()} CPUs, {n} messages, QoS 0, one reading each")
+    print(
+        f"edge-runtime ingest bench: {os.cpu_count()} CPUs, {n} messages, QoS 0, one reading each"
+    )
     with MosquittoProcess() as broker, tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp)
         runs = 1 if args.quick else 3
         bare = [uvloop.run(bare_aiomqtt(broker.port, n)) for _ in range(runs)]
-        e2e = [uvloop.run(runtime_end_to_end(broker.port, n, data / f"e2e{i}")) for i in range(runs)]
+        e2e = [
+            uvloop.run(runtime_end_to_end(broker.port, n, data / f"e2e{i}")) for i in range(runs)
+        ]
         a_rate = statistics.median(r for r, _ in bare)
         a_cpu = statistics.median(c for _, c in bare)
         b_rate = statistics.median(r for r, _, _ in e2e)
         b_cpu = statistics.median(c for _, c, _ in e2e)
-        print(f"(a) bare aiomqtt receive loop        {a_rate:>12,.0f} msg/s   {a_cpu:.2f} CPU-s/100k msgs")
-        print(f"(b) runtime end to end (to summaries) {b_rate:>11,.0f} msg/s   {b_cpu:.2f} CPU-s/100k msgs "
-              f"(incl. uplink + collector), {e2e[0][2]} summaries")
-        print(f"(c) b/a                               {b_rate / a_rate:>11.2f}      (target >= 0.90)")
+        print(
+            f"(a) bare aiomqtt receive loop        {a_rate:>12,.0f} msg/s   {a_cpu:.2f} CPU-s/100k msgs"
+        )
+        print(
+            f"(b) runtime end to end (to summaries) {b_rate:>11,.0f} msg/s   {b_cpu:.2f} CPU-s/100k msgs "
+            f"(incl. uplink + collector), {e2e[0][2]} summaries"
+        )
+        print(
+            f"(c) b/a                               {b_rate / a_rate:>11.2f}      (target >= 0.90)"
+        )
         packs = 400 if args.quick else 2000
         d_rate, naive, total = hot_loop(packs, 500)
-        print(f"(d) decode+aggregate, SenML x500      {d_rate:>11,.0f} readings/s ({total:,} readings; "
-              f"per-reading Python loop {naive:,.0f}/s, ratio {d_rate / naive:.1f}x; target >= 1,000,000)")
+        print(
+            f"(d) decode+aggregate, SenML x500      {d_rate:>11,.0f} readings/s ({total:,} readings; "
+            f"per-reading Python loop {naive:,.0f}/s, ratio {d_rate / naive:.1f}x; target >= 1,000,000)"
+        )
         idle, peak, backlog = overload_rss(broker.port, b_rate, data)
-        print(f"(e) peak RSS under 10x overload       {peak / 1024:>11.1f} MiB  (idle {idle / 1024:.1f} MiB, "
-              f"ratio {peak / max(idle, 1):.2f}x; backlog {backlog:,} msgs released at once, queue 50,000 drop_oldest)")
-    print(f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+        print(
+            f"(e) peak RSS under 10x overload       {peak / 1024:>11.1f} MiB  (idle {idle / 1024:.1f} MiB, "
+            f"ratio {peak / max(idle, 1):.2f}x; backlog {backlog:,} msgs released at once, queue 50,000 drop_oldest)"
+        )
+    print(
+        f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
 
 
 if __name__ == "__main__":

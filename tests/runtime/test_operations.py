@@ -118,7 +118,7 @@ _log_buffer: dict[int, bytes] = {}
 
 async def _peek_log(tmp_path: Path, proc: subprocess.Popen[bytes]) -> bytes:
     """Read what the process logged so far without blocking (stdout is a pipe)."""
-    import os  # noqa: PLC0415
+    import os
 
     assert proc.stdout is not None
     os.set_blocking(proc.stdout.fileno(), False)
