@@ -22,7 +22,7 @@ __all__ = [
     "UplinkConfig",
 ]
 
-OverflowPolicy = Literal["drop_oldest", "drop_newest", "block"]
+OverflowPolicy = Literal["drop_oldest", "drop_newest"]
 
 
 class _Model(BaseModel):
@@ -149,10 +149,10 @@ class IngestConfig(_Model):
         "pipelines.",
     )
     overflow: OverflowPolicy = Field(
-        default="block",
-        description="What happens when the ingest queue is full: 'block' stops reading from "
-        "the broker (back-pressure: the broker queues), 'drop_oldest' or 'drop_newest' drop a "
-        "message and count it in edge_ingest_dropped_total{reason='overflow'}.",
+        default="drop_oldest",
+        description="What happens when the ingest queue is full: 'drop_oldest' (keep the "
+        "freshest data) or 'drop_newest'; each dropped message is counted in "
+        "edge_ingest_dropped_total{reason='overflow'}. Size queue_size for the bursts you expect.",
     )
     batch_max: int = Field(
         default=2048, ge=1, description="Largest micro-batch handed to the pipelines (messages)."

@@ -15,13 +15,14 @@ __all__ = ["IngestQueue"]
 class IngestQueue:
     """A bounded FIFO of messages with an explicit overflow policy.
 
-    ``put`` is called once per message from the receive loop and does no more than an append
-    and a length check; the consumer takes whole micro-batches with :meth:`get_batch`:
-    it waits for a first message, then up to ``max_wait`` seconds for the batch to fill.
+    ``put`` is called once per message from the MQTT client's read callback and does no more
+    than an append and a length check; the consumer takes whole micro-batches with
+    :meth:`get_batch`: it waits for a first message, then up to ``max_wait`` seconds for the
+    batch to fill.
 
-    Overflow: ``drop_oldest``/``drop_newest`` count each dropped message in ``dropped``;
-    ``block`` makes ``put`` return an awaitable that completes when there is room, so the
-    receive loop stops reading and the broker holds the backlog.
+    Overflow: ``drop_oldest`` (keep the freshest data) or ``drop_newest``; each dropped message
+    is counted in ``dropped``. There is no blocking policy: the MQTT client reads its socket
+    whatever the consumer does, so blocking would only move an unbounded queue elsewhere.
     """
 
     def __init__(self, capacity: int, overflow: OverflowPolicy) -> None:
@@ -32,37 +33,21 @@ class IngestQueue:
         self._items: deque[RawMessage] = deque()
         self._want = 1
         self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
         self._closed = False
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, item: RawMessage) -> asyncio.Future[None] | None:
+    def put(self, item: RawMessage) -> None:
         items = self._items
         if len(items) >= self.capacity:
+            self.dropped += 1
             if self.overflow == "drop_newest":
-                self.dropped += 1
-                return None
-            if self.overflow == "drop_oldest":
-                items.popleft()
-                self.dropped += 1
-            else:
-                return asyncio.ensure_future(self._put_when_room(item))
+                return
+            items.popleft()
         items.append(item)
         self.accepted += 1
         if len(items) >= self._want:
-            self._ready.set()
-        return None
-
-    async def _put_when_room(self, item: RawMessage) -> None:
-        while len(self._items) >= self.capacity:
-            self._room.clear()
-            await self._room.wait()
-        self._items.append(item)
-        self.accepted += 1
-        if len(self._items) >= self._want:
             self._ready.set()
 
     def close(self) -> None:
@@ -83,7 +68,4 @@ class IngestQueue:
                 await asyncio.wait_for(self._ready.wait(), max_wait)
         self._want = 1
         n = min(max_items, len(items))
-        batch = [items.popleft() for _ in range(n)]
-        if n:
-            self._room.set()
-        return batch
+        return [items.popleft() for _ in range(n)]

@@ -15,7 +15,7 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -31,7 +31,25 @@ __all__ = ["LinkState", "MessageSink", "MqttLink", "backoff_delays"]
 
 log = logging.getLogger(__name__)
 
-MessageSink = Callable[[RawMessage], Awaitable[None] | None]
+MessageSink = Callable[[RawMessage], object]
+
+
+def _direct_queue(
+    deliver: Callable[[aiomqtt.Message], None],
+) -> type[asyncio.Queue[aiomqtt.Message]]:
+    """A queue class for aiomqtt's ``queue_type`` that hands each message straight to us.
+
+    aiomqtt puts every received message into its queue from the socket-read callback; its
+    iterator then costs a task and an ``asyncio.wait`` per message. Delivering from
+    ``put_nowait`` skips that round trip: the message reaches our bounded ingest queue in the
+    same callback, and the iterator is used only to learn of a disconnect.
+    """
+
+    class DirectQueue(asyncio.Queue[aiomqtt.Message]):
+        def put_nowait(self, item: aiomqtt.Message) -> None:
+            deliver(item)
+
+    return DirectQueue
 
 
 class LinkState(enum.Enum):
@@ -65,8 +83,9 @@ def _tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
 class MqttLink:
     """One managed connection to a broker.
 
-    ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink`` (an
-    ``await``-able when the sink applies back-pressure).  ``publish`` waits for the PUBACK on QoS 1
+    ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink``, called
+    synchronously from the socket-read callback (it must not block; the ingest queue it feeds
+    is bounded and counts what it drops).  ``publish`` waits for the PUBACK on QoS 1
     and raises :class:`TransportError` when the link is down.  Use as an async context manager;
     the connection loop runs as a named task in the caller's task group.
     """
@@ -160,6 +179,7 @@ class MqttLink:
             tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
             max_inflight_messages=1000,
             max_queued_outgoing_messages=0,
+            queue_type=_direct_queue(self._deliver) if self.sink is not None else None,
         )
 
     # -- the connection loop -----------------------------------------------------------------
@@ -216,22 +236,23 @@ class MqttLink:
                 await asyncio.wait_for(self._stop.wait(), delay)
 
     async def _receive(self, client: aiomqtt.Client) -> None:
+        # Messages arrive through _deliver; the (always empty) iterator ends on a disconnect.
+        async for _ in client.messages:
+            pass
+
+    def _deliver(self, message: aiomqtt.Message) -> None:
         sink = self.sink
         assert sink is not None
+        payload = message.payload
+        if not isinstance(payload, bytes):  # paho gives bytes; be strict about anything else
+            payload = b"" if payload is None else str(payload).encode()
+        raw = RawMessage(message.topic.value, payload, message.qos, message.retain, time.time())
         limit = self.max_payload_bytes
-        now = time.time
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes):  # paho gives bytes; be strict about anything else
-                payload = b"" if payload is None else str(payload).encode()
-            raw = RawMessage(message.topic.value, payload, message.qos, message.retain, now())
-            if limit is not None and len(payload) > limit:
-                if self.on_oversized is not None:
-                    self.on_oversized(raw)
-                continue
-            pending = sink(raw)
-            if pending is not None:
-                await pending
+        if limit is not None and len(payload) > limit:
+            if self.on_oversized is not None:
+                self.on_oversized(raw)
+            return
+        sink(raw)
 
     # -- publishing --------------------------------------------------------------------------
 
