@@ -212,23 +212,26 @@ class ReadingDecoder:
             raise DecodeError("malformed_senml", "a SenML pack is a non-empty JSON array")
         if not set(map(type, records)) <= {dict}:
             raise DecodeError("malformed_senml", "every SenML record must be a JSON object")
-        labels: set[str] = set().union(*records)
+        # labels after the first record tell whether base fields are set only up front (the
+        # usual pack), which lets them apply as scalars instead of forward-filled columns
+        rest: set[str] = set().union(*records[1:]) if len(records) > 1 else set()
+        labels = rest.union(records[0])
         unknown = labels - _SENML_LABELS
         if any(label.endswith("_") for label in unknown):
             raise DecodeError("unknown_field", f"must-understand fields {sorted(unknown)}")
         n = len(records)
         get = dict.get
         try:
-            codes = _senml_codes(records, labels, n, self.key_table)
+            codes = _senml_codes(records, rest, self.key_table)
             values = _numeric_column(list(map(get, records, repeat("v"))), math.nan)
             if "bv" in labels:
-                values += _base_column(records, "bv", n)
+                values += _base_values(records, "bv", rest)
             if "t" in labels:
                 times = _numeric_column(list(map(get, records, repeat("t"), repeat(0.0))), 0.0)
             else:
                 times = np.zeros(n)
             if "bt" in labels:
-                times += _base_column(records, "bt", n)
+                times += _base_values(records, "bt", rest)
         except TypeError as exc:
             raise DecodeError("wrong_type", f"SenML field has the wrong type ({exc})") from exc
         except ValueError as exc:
@@ -257,41 +260,42 @@ class ReadingDecoder:
 
 
 def _senml_codes(
-    records: list[dict[str, Any]], labels: set[str], n: int, table: KeyTable
+    records: list[dict[str, Any]], rest: set[str], table: KeyTable
 ) -> npt.NDArray[np.int32]:
-    """Key codes of the resolved names (base name + name). The usual pack sets ``bn`` on its
-    first record only: then names are interned per base name without joining strings."""
+    """Key codes of the resolved names (base name + name).
+
+    When ``bn`` is set on the first record only (the usual pack), names are interned per base
+    name without joining strings; a name that is not a string fails the join (TypeError)."""
     rel_names = list(map(dict.get, records, repeat("n"), repeat("")))
+    n = len(records)
+    if "bn" not in rest:
+        base = records[0].get("bn", "")
+        if type(base) is not str:
+            raise TypeError("bn")
+        if not base and "" in rel_names:
+            raise ValueError("empty name")
+        view = table.prefixed(base)
+        return np.fromiter(map(view.__getitem__, rel_names), dtype=np.int32, count=n)
     if not set(map(type, rel_names)) <= {str}:
         raise TypeError("n")
-    if "bn" not in labels:
-        if "" in rel_names:
-            raise ValueError("empty name")
-        return table.encode(rel_names)
-    base_col = list(map(dict.get, records, repeat("bn")))
-    first = base_col[0]
-    if first is not None and base_col.count(None) == n - 1:
-        if type(first) is not str:
-            raise TypeError("bn")
-        if not first and "" in rel_names:
-            raise ValueError("empty name")
-        view = table.prefixed(first)
-        return np.fromiter(map(view.__getitem__, rel_names), dtype=np.int32, count=n)
-    names = list(map(operator.add, _ffill_str(base_col), rel_names))
+    names = list(
+        map(operator.add, _ffill_str(list(map(dict.get, records, repeat("bn")))), rel_names)
+    )
     if "" in names:
         raise ValueError("empty name")
     return table.encode(names)
 
 
-def _base_column(records: list[dict[str, Any]], label: str, n: int) -> npt.NDArray[np.float64]:
-    """A numeric base field (``bt``, ``bv``) applied to its record and those after it."""
-    col = list(map(dict.get, records, repeat(label)))
-    first = col[0]
-    if first is not None and col.count(None) == n - 1:
+def _base_values(
+    records: list[dict[str, Any]], label: str, rest: set[str]
+) -> float | npt.NDArray[np.float64]:
+    """A numeric base field (``bt``, ``bv``): it applies to its record and those after it."""
+    if label not in rest:
+        first = records[0].get(label, 0.0)
         if type(first) not in _NUMERIC:
             raise TypeError(label)
-        return np.full(n, float(first))
-    return _ffill_num(col)
+        return float(first)
+    return _ffill_num(list(map(dict.get, records, repeat(label))))
 
 
 def _ffill_index(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
