@@ -15,7 +15,7 @@ import logging
 import operator
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -23,7 +23,7 @@ from prometheus_client import CollectorRegistry
 
 from edge_runtime import __version__
 from edge_runtime.broker.embedded import EmbeddedBroker
-from edge_runtime.clock import Clock, SystemClock
+from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.config.models import BrokerConfig
 from edge_runtime.ingest.decoders import ReadingDecoder
@@ -38,11 +38,13 @@ from edge_runtime.uplink.base import Uplink
 from edge_runtime.uplink.memory import MemoryUplink
 from edge_runtime.uplink.seq import SeqAllocator
 
-__all__ = ["PipelineSlot", "SiteRuntime"]
+__all__ = ["MessageSource", "PipelineSlot", "SiteRuntime", "run_site"]
 
 log = logging.getLogger(__name__)
 
 UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
+MessageSource = AsyncIterable[tuple[Sequence[RawMessage], float]]
+"""Batches of messages with the (recorded) time at the end of each: a replayed recording."""
 
 
 class PipelineSlot:
@@ -65,10 +67,12 @@ class SiteRuntime:
         *,
         clock: Clock | None = None,
         uplink_factory: UplinkFactory | None = None,
+        source: MessageSource | None = None,
     ) -> None:
         self.loaded = loaded
         self.config = loaded.site
-        self.clock = clock or SystemClock()
+        self._source = source
+        self.clock = clock or (ManualClock() if source is not None else SystemClock())
         self.stats = RuntimeStats(started_at=self.clock.time())
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(self.stats, self.config.site_id))
@@ -107,6 +111,8 @@ class SiteRuntime:
         await self._started.wait()
 
     def ready(self) -> tuple[bool, str]:
+        if self._source is not None:
+            return True, "replaying a recording"
         site_up = self.site_link is not None and self.site_link.is_up
         uplink_state = self.uplink_link.state.value if self.uplink_link else "none"
         if not site_up:
@@ -156,18 +162,19 @@ class SiteRuntime:
                 [t for slot in self.slots for t in slot.pipeline.config.topics]
                 + cfg.ingest.extra_subscriptions
             )
-            self.site_link = await stack.enter_async_context(
-                MqttLink(
-                    site_broker,
-                    client_id=site_broker.client_id or f"edge-{cfg.site_id}-ingest",
-                    role="site",
-                    subscriptions=topics,
-                    qos=cfg.ingest.qos,
-                    sink=self.queue.put,
-                    max_payload_bytes=cfg.ingest.max_payload_bytes,
-                    on_oversized=self._oversized,
+            if self._source is None:
+                self.site_link = await stack.enter_async_context(
+                    MqttLink(
+                        site_broker,
+                        client_id=site_broker.client_id or f"edge-{cfg.site_id}-ingest",
+                        role="site",
+                        subscriptions=topics,
+                        qos=cfg.ingest.qos,
+                        sink=self.queue.put,
+                        max_payload_bytes=cfg.ingest.max_payload_bytes,
+                        on_oversized=self._oversized,
+                    )
                 )
-            )
             log.info(
                 "site %s running %d pipeline(s): %s",
                 cfg.site_id,
@@ -183,13 +190,17 @@ class SiteRuntime:
                     for slot in self.slots
                     if slot.pipeline.input_kind == "stream"
                 ]
-                process = tg.create_task(self._process_loop(), name="pipelines")
+                if self._source is None:
+                    process = tg.create_task(self._process_loop(), name="pipelines")
+                else:
+                    process = tg.create_task(self._source_loop(self._source), name="replay")
                 sender = tg.create_task(self.uplink.run(), name="uplink-sender")
                 ticker = tg.create_task(self._tick_loop(), name="pipeline-ticks")
                 self._started.set()
                 await self._stop.wait()
                 log.info("draining: stop reading, flush pipelines, hand summaries to the core")
-                await self.site_link.close()
+                if self.site_link is not None:
+                    await self.site_link.close()
                 self.queue.close()
                 await process
                 for slot in self.slots:
@@ -246,6 +257,22 @@ class SiteRuntime:
                 break  # the queue was closed and is empty
             await self._dispatch(batch)
         self.stats.ingest_dropped["overflow"] = self.queue.dropped
+
+    async def _source_loop(self, source: MessageSource) -> None:
+        """Feed a recording through the same routing, decoders and pipelines as live traffic.
+
+        Batches and the clock come from the source (recorded time), and pipelines are ticked
+        after each batch at that time, so the same recording always gives the same summaries,
+        whatever the replay speed."""
+        clock = self.clock
+        assert isinstance(clock, ManualClock), "a replay source needs a ManualClock"
+        async for batch, at in source:
+            clock.set(at)
+            if batch:
+                await self._dispatch(batch)
+            await self._emit_all(operator.methodcaller("on_tick", at))
+        log.info("replay source finished")
+        self._stop.set()
 
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
         stats = self.stats
@@ -309,13 +336,15 @@ class SiteRuntime:
         if summaries:
             self.stats.summaries_out[name] += len(summaries)
             assert self.uplink is not None
-            await self.uplink.submit(summaries)
+            await self.uplink.submit(summaries, replayed=self._source is not None)
 
     async def _emit_all(self, call: Callable[[Pipeline[Any]], Sequence[Summary]]) -> None:
         for slot in self.slots:
             await self._submit(slot.name, call(slot.pipeline))
 
     async def _tick_loop(self) -> None:
+        if self._source is not None:
+            return  # a replay ticks on recorded time, from _source_loop
         interval = self.config.ops.tick_interval_s
         while True:
             await asyncio.sleep(interval)
