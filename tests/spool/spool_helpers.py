@@ -146,6 +146,7 @@ class Subscriber:
         self.topic = topic
         self.envelopes: list[Envelope] = []
         self.messages = 0
+        self.first_bytes: set[bytes] = set()
         self.ready = asyncio.Event()
 
     async def run(self) -> None:
@@ -157,6 +158,7 @@ class Subscriber:
                     async for message in client.messages:
                         assert isinstance(message.payload, bytes)
                         self.messages += 1
+                        self.first_bytes.add(message.payload[:1])
                         self.envelopes.extend(decode_envelopes(message.payload))
             except aiomqtt.MqttError:
                 self.ready.clear()
@@ -179,3 +181,61 @@ def first_arrival_order(received: Sequence[Envelope]) -> dict[str, list[int]]:
         seen.add(envelope.id)
         order.setdefault(envelope.stream, []).append(envelope.seq)
     return order
+
+
+class Proxy:
+    """A TCP proxy to a broker that the test can cut (connections reset) and restore."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.port = 0
+        self.severed = False
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> Proxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.sever()
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def sever(self) -> None:
+        """Reset every connection and refuse new ones, like a cable pulled out."""
+        self.severed = True
+        for writer in list(self._writers):
+            writer.transport.abort()
+        self._writers.clear()
+
+    def restore(self) -> None:
+        self.severed = False
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.severed:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._writers |= {writer, up_writer}
+        for src, dst in ((reader, up_writer), (up_reader, writer)):
+            task = asyncio.create_task(self._pipe(src, dst), name="proxy-pipe")
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        try:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            dst.transport.abort()
+            self._writers.discard(dst)
