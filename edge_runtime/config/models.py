@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model_validator
 
+from edge_runtime.spool.config import SpoolConfig
+
 __all__ = [
     "BrokerConfig",
     "IngestConfig",
@@ -180,20 +182,46 @@ class UplinkConfig(_Model):
     )
     topic: str = Field(
         default="edge/{site_id}/summaries",
-        description="Topic summaries are published to; '{site_id}' is replaced. QoS 1.",
+        description="Topic summaries and alerts are published to ('{site_id}' is replaced), "
+        "QoS 1. One topic on one connection keeps every stream in order; alerts go first.",
     )
-    alert_topic: str = Field(
-        default="edge/{site_id}/alerts",
-        description="Topic alerts (summaries of kind 'alert') are published to.",
+    store_and_forward: bool = Field(
+        default=True,
+        description="Keep every summary in the durable spool (see [spool]) until the core "
+        "broker acknowledged it. false: a bounded in-memory retry queue (lost on a crash).",
     )
     encoding: Literal["msgpack", "json"] = Field(
         default="msgpack", description="Envelope encoding on the wire: 'msgpack' or 'json'."
     )
     max_batch: int = Field(
-        default=64, ge=1, description="Most summaries packed into one uplink message."
+        default=500, ge=1, description="Most summaries packed into one uplink message."
+    )
+    max_batch_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="Largest uplink message payload in bytes (spooled uplink); a single larger "
+        "envelope is still sent alone.",
     )
     max_in_flight: int = Field(
         default=32, ge=1, description="Most uplink messages awaiting their PUBACK at once."
+    )
+    live_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Summaries older than this when sent, or pending when the link went down, "
+        "are sent flagged backlog=true, behind alerts and live summaries.",
+    )
+    backlog_rate_per_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Cap on backlog summaries sent per second, so that draining a long outage "
+        "does not starve live data. Unset: as fast as the link allows.",
+    )
+    publish_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="An uplink message without PUBACK after this long counts as a link failure; "
+        "its summaries are sent again.",
     )
     retry_queue: int = Field(
         default=100_000,
@@ -209,10 +237,8 @@ class UplinkConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> UplinkConfig:
-        for name in ("topic", "alert_topic"):
-            value = getattr(self, name)
-            if "+" in value or "#" in value:
-                raise ValueError(f"{name} must be a topic name, not a filter (no + or #)")
+        if "+" in self.topic or "#" in self.topic:
+            raise ValueError("topic must be a topic name, not a filter (no + or #)")
         return self
 
 
@@ -265,6 +291,10 @@ class SiteConfig(_Model):
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest settings.")
     ops: OpsConfig = Field(default_factory=OpsConfig, description="Metrics, health and logs.")
+    spool: SpoolConfig = Field(
+        default_factory=SpoolConfig,
+        description="The durable store-and-forward spool (used when uplink.store_and_forward).",
+    )
     plugin_paths: list[Path] = Field(
         default_factory=list,
         description="Extra folders whose *.py modules define pipeline plugins (relative to the "

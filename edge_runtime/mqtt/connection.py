@@ -119,6 +119,7 @@ class MqttLink:
         self._stop = asyncio.Event()
         self._delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
         self._task: asyncio.Task[None] | None = None
+        self._lost: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -192,6 +193,7 @@ class MqttLink:
             try:
                 async with client:
                     self._client = client
+                    self._lost = asyncio.get_running_loop().create_future()
                     if self.subscriptions:
                         await client.subscribe([(f, self.qos) for f in self.subscriptions])
                     self.state = LinkState.UP
@@ -225,6 +227,8 @@ class MqttLink:
             finally:
                 self._client = None
                 self._up.clear()
+                if self._lost is not None and not self._lost.done():
+                    self._lost.set_result(None)  # fail publishes still waiting for a PUBACK
                 if self.state is not LinkState.CLOSED:
                     self.state = LinkState.DOWN
             if self._stop.is_set():
@@ -259,11 +263,23 @@ class MqttLink:
     async def publish(
         self, topic: str, payload: bytes, qos: int = 1, *, timeout: float = 30.0
     ) -> None:
-        """Publish and, for QoS 1, wait for the PUBACK. Raises TransportError when down."""
-        client = self._client
-        if client is None or self.state is not LinkState.UP:
+        """Publish and, for QoS 1, wait for the PUBACK. Raises TransportError when the link is
+        down, or goes down before the PUBACK arrives (the client library would otherwise leave
+        the publish waiting for its timeout while newer messages go out on the next connection,
+        which breaks ordering)."""
+        client, lost = self._client, self._lost
+        if client is None or lost is None or self.state is not LinkState.UP:
             raise TransportError(f"{self.role} broker link is {self.state.value}")
+        task = asyncio.ensure_future(client.publish(topic, payload, qos=qos, timeout=timeout))
         try:
-            await client.publish(topic, payload, qos=qos, timeout=timeout)
+            await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not task.done():
+            task.cancel()
+            raise TransportError(f"{self.role} broker link lost before the PUBACK")
+        try:
+            task.result()
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publish to {self.role} broker failed: {exc}") from exc

@@ -34,9 +34,11 @@ from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.plugins._types import RawMessage, Summary
 from edge_runtime.plugins.api import Pipeline, PipelineContext
+from edge_runtime.spool import Sender, SenderConfig, Spool
 from edge_runtime.uplink.base import Uplink
 from edge_runtime.uplink.memory import MemoryUplink
 from edge_runtime.uplink.seq import SeqAllocator
+from edge_runtime.uplink.spooled import SpooledUplink
 
 __all__ = ["MessageSource", "PipelineSlot", "SiteRuntime", "run_site"]
 
@@ -79,7 +81,7 @@ class SiteRuntime:
         self.queue = IngestQueue(self.config.ingest.queue_size, self.config.ingest.overflow)
         self.slots = [self._make_slot(p) for p in loaded.pipelines]
         self._routes: dict[str, tuple[PipelineSlot, ...]] = {}
-        self._uplink_factory = uplink_factory or _memory_uplink
+        self._uplink_factory = uplink_factory or default_uplink
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self.site_link: MqttLink | None = None
@@ -146,7 +148,9 @@ class SiteRuntime:
                     role="core",
                 )
             )
-            self.uplink = self._uplink_factory(self, self.uplink_link)
+            self.uplink = await stack.enter_async_context(
+                self._uplink_factory(self, self.uplink_link)
+            )
             self.stats.uplink = self.uplink.stats
             if cfg.ops.http_enabled:
                 self.ops = await stack.enter_async_context(
@@ -352,16 +356,40 @@ class SiteRuntime:
             await self._emit_all(operator.methodcaller("on_tick", now))
 
 
-def _memory_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
+def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
+    """The spooled uplink (store and forward), or the in-memory one when it is switched off."""
     cfg = runtime.config
-    return MemoryUplink(
-        cfg.uplink,
+    site_id, config_hash, clock = cfg.site_id, runtime.loaded.config_hash, runtime.clock
+    if not cfg.uplink.store_and_forward:
+        seq = SeqAllocator(cfg.data_dir / "seq.state")
+        return MemoryUplink(
+            cfg.uplink,
+            link,
+            site_id=site_id,
+            version=__version__,
+            config_hash=config_hash,
+            seq=seq,
+            clock=clock,
+        )
+    up = cfg.uplink
+    spool = Spool(cfg.spool, data_dir=cfg.data_dir, clock=runtime.clock)
+    sender = Sender(
+        spool,
         link,
-        site_id=cfg.site_id,
-        version=__version__,
-        config_hash=runtime.loaded.config_hash,
-        seq=SeqAllocator(cfg.data_dir / "seq.state"),
+        SenderConfig(
+            topic=up.topic.format(site_id=cfg.site_id),
+            encoding=up.encoding,
+            max_batch_bytes=up.max_batch_bytes,
+            max_batch_records=up.max_batch,
+            max_in_flight=up.max_in_flight,
+            live_window_s=up.live_window_s,
+            backlog_rate_per_s=up.backlog_rate_per_s,
+            publish_timeout_s=up.publish_timeout_s,
+        ),
         clock=runtime.clock,
+    )
+    return SpooledUplink(
+        spool, sender, site_id=site_id, version=__version__, config_hash=config_hash, clock=clock
     )
 
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from edge_runtime.clock import Clock
@@ -49,7 +50,6 @@ class MemoryUplink:
         self.seq = seq
         self.clock = clock
         self.topic = config.topic.format(site_id=site_id)
-        self.alert_topic = config.alert_topic.format(site_id=site_id)
         self._queue: deque[Envelope] = deque()
         self._ready = asyncio.Event()
         self.counters: Counter[str] = Counter()
@@ -94,17 +94,12 @@ class MemoryUplink:
         }
 
     def _next_chunk(self) -> list[Envelope]:
-        chunk: list[Envelope] = []
-        alert = self._queue[0].kind == "alert"
-        while self._queue and len(chunk) < self.config.max_batch:
-            if (self._queue[0].kind == "alert") != alert:
-                break
-            chunk.append(self._queue.popleft())
-        return chunk
+        n = min(self.config.max_batch, len(self._queue))
+        return [self._queue.popleft() for _ in range(n)]
 
     async def _send(self, chunk: list[Envelope]) -> None:
-        topic = self.alert_topic if chunk[0].kind == "alert" else self.topic
-        await self.link.publish(topic, encode_envelopes(chunk, self.config.encoding), qos=1)
+        payload = encode_envelopes(chunk, self.config.encoding)
+        await self.link.publish(self.topic, payload, qos=1)
 
     async def run(self) -> None:
         """Send forever; cancel to stop (call :meth:`drain` first for a clean shutdown)."""
@@ -136,6 +131,17 @@ class MemoryUplink:
         if failed:
             self.counters["send_failures"] += 1
             self._queue.extendleft(reversed(failed))
+
+    async def __aenter__(self) -> MemoryUplink:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        return None
 
     async def drain(self, timeout: float) -> int:
         """Try to send everything pending within ``timeout``; return how many remain unsent."""
