@@ -113,22 +113,36 @@ async def running_site(loaded: LoadedConfig) -> AsyncIterator[RunningSite]:
 class Collector:
     """Subscribes on the core broker and keeps every envelope that arrives."""
 
-    def __init__(self, broker: MosquittoProcess, topic: str = "edge/#") -> None:
+    def __init__(
+        self, broker: MosquittoProcess, topic: str = "edge/#", *, client_id: str | None = None
+    ) -> None:
         self.broker = broker
         self.topic = topic
+        self.client_id = client_id  # set: a persistent session that survives broker restarts
         self.envelopes: list[Envelope] = []
         self.messages = 0
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
 
     async def _run(self) -> None:
-        async with aiomqtt.Client("127.0.0.1", self.broker.port) as client:
-            await client.subscribe(self.topic, qos=1)
-            self._ready.set()
-            async for message in client.messages:
-                assert isinstance(message.payload, bytes)
-                self.messages += 1
-                self.envelopes.extend(decode_envelopes(message.payload))
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    "127.0.0.1",
+                    self.broker.port,
+                    identifier=self.client_id,
+                    clean_session=self.client_id is None,
+                ) as client:
+                    await client.subscribe(self.topic, qos=1)
+                    self._ready.set()
+                    async for message in client.messages:
+                        assert isinstance(message.payload, bytes)
+                        self.messages += 1
+                        self.envelopes.extend(decode_envelopes(message.payload))
+            except aiomqtt.MqttError:
+                if self.client_id is None:
+                    raise
+                await asyncio.sleep(0.1)  # the broker is restarting: come back to the session
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run(), name="collector")

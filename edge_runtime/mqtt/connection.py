@@ -207,10 +207,7 @@ class MqttLink:
                         self.config.port,
                         self.client_id,
                     )
-                    if self.sink is not None:
-                        await self._receive(client)
-                    else:
-                        await self._stop.wait()
+                    await self._until_disconnected(client)
             except aiomqtt.MqttError as exc:
                 self.last_error = str(exc)
                 if self.state is LinkState.UP:
@@ -239,8 +236,10 @@ class MqttLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        # Messages arrive through _deliver; the (always empty) iterator ends on a disconnect.
+    @staticmethod
+    async def _until_disconnected(client: aiomqtt.Client) -> None:
+        # Messages arrive through _deliver (subscribers) or not at all (publishers); the always
+        # empty iterator is how aiomqtt tells us the connection is gone (it raises MqttError).
         async for _ in client.messages:
             pass
 
