@@ -161,7 +161,8 @@ class MqttLink:
         v5 = cfg.protocol == "5"
         properties = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            # paho types its Properties constructor loosely (no annotations on __init__)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.SessionExpiryInterval = 0 if cfg.clean_start else cfg.session_expiry_s
         password = cfg.password.get_secret_value() if cfg.password is not None else None
         return aiomqtt.Client(
