@@ -25,6 +25,7 @@ import abc
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import ClassVar, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -80,14 +81,18 @@ class PipelineConfig(BaseModel):
 
 
 class PipelineContext:
-    """What the runtime gives a plugin: identity, a clock, a logger and event counters.
+    """What the runtime gives a plugin: identity, a clock, a logger, event counters, and
+    ``base_dir``, the folder of the site config, against which relative paths resolve.
 
     ``count(event, n)`` increments a counter the runtime exports as
     ``edge_pipeline_events_total{pipeline=..., event=...}``.
     """
 
-    def __init__(self, *, site_id: str, pipeline: str, clock: Clock) -> None:
+    def __init__(
+        self, *, site_id: str, pipeline: str, clock: Clock, base_dir: Path | None = None
+    ) -> None:
         self.site_id = site_id
+        self.base_dir = base_dir or Path.cwd()  # the config file's folder: resolve paths here
         self.pipeline = pipeline
         self.clock = clock
         self.log = logging.getLogger(f"edge_runtime.pipeline.{pipeline}")

@@ -97,7 +97,12 @@ class SiteRuntime:
 
     def _make_slot(self, config: Any) -> PipelineSlot:
         cls = self.loaded.registry[config.type]
-        ctx = PipelineContext(site_id=self.config.site_id, pipeline=config.name, clock=self.clock)
+        ctx = PipelineContext(
+            site_id=self.config.site_id,
+            pipeline=config.name,
+            clock=self.clock,
+            base_dir=self.loaded.base_dir,
+        )
         pipeline = cls(config, ctx)
         self.stats.pipeline_events[config.name] = ctx.counters
         self.stats.pipeline_gauges[config.name] = pipeline.gauges

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,7 @@ class BatchEngine:
         loop = asyncio.get_running_loop()
         while (batch := await self._ready.get()) is not None:
             detections: list[Detections] | None = []
+            started = time.perf_counter()
             try:
                 if batch.good:
                     detections = await loop.run_in_executor(
@@ -125,6 +127,7 @@ class BatchEngine:
                 log.exception("inference failed on a batch of %d frames", len(batch.good))
                 detections = None
             finally:
+                self.stats.infer_busy_s += time.perf_counter() - started
                 sizes = [(int(w), int(h)) for w, h in batch.sizes.tolist()]
                 self._free.put_nowait(batch.buffer)
             if detections is None:
@@ -136,7 +139,8 @@ class BatchEngine:
                     for frame, dets, size in zip(batch.good, detections, sizes, strict=True)
                 ]
                 self.stats.frames_inferred += len(results)
-            self.stats.batches += 1
+            if batch.good:
+                self.stats.batches += 1
             await self._complete(batch.seq, [*results, *batch.rejected], on_results)
 
     async def _complete(self, seq: int, results: list[FrameResult], on_results: ResultsFn) -> None:

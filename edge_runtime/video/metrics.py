@@ -58,6 +58,7 @@ class VideoStats:
     frames_inferred: int = 0
     frames_failed: int = 0
     batches: int = 0
+    infer_busy_s: float = 0.0  # summed wall time of inference calls (all workers)
     frames_bad: Counter[str] = field(default_factory=Counter)
     latency: LatencyTracker = field(default_factory=LatencyTracker)
 
