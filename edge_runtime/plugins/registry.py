@@ -13,7 +13,7 @@ import logging
 import sys
 import typing
 from collections.abc import Iterable, Mapping
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
@@ -52,23 +52,30 @@ class PluginRegistry:
     def __init__(self) -> None:
         self._plugins: dict[str, PipelineClass] = {}
         self._origins: dict[str, str] = {}
+        self._entry_points: dict[str, EntryPoint] = {}
 
     def __contains__(self, type_name: str) -> bool:
-        return type_name in self._plugins
+        return type_name in self._plugins or type_name in self._entry_points
 
     def __getitem__(self, type_name: str) -> PipelineClass:
-        try:
-            return self._plugins[type_name]
-        except KeyError:
-            known = ", ".join(sorted(self._plugins)) or "none"
-            raise PluginError(
-                type_name,
-                f"no such plugin type (registered: {known}); install the package that provides "
-                "it or add its folder to 'plugin_paths'",
-            ) from None
+        cls = self._plugins.get(type_name)
+        if cls is not None:
+            return cls
+        ep = self._entry_points.get(type_name)
+        if ep is not None:
+            return self._load_entry_point(ep)
+        known = ", ".join(sorted({*self._plugins, *self._entry_points})) or "none"
+        raise PluginError(
+            type_name,
+            f"no such plugin type (known: {known}); install the package that provides it or "
+            "add its folder to 'plugin_paths'",
+        )
 
     @property
     def types(self) -> Mapping[str, PipelineClass]:
+        """Every known plugin, importing those not imported yet (for the config reference)."""
+        for name in sorted(self._entry_points):
+            self[name]
         return dict(self._plugins)
 
     def register(self, cls: object, origin: str = "<code>") -> PipelineClass:
@@ -120,14 +127,29 @@ class PluginRegistry:
         return cls
 
     def load_entry_points(self) -> None:
+        """Note the plugins of the entry-point group; each is imported (and validated) when a
+        config first asks for its type, so a sensor-only site never imports the video stack."""
         for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                cls = ep.load()
-            except Exception as exc:
-                raise PluginError(
-                    ep.name, f"entry point {ep.value!r} failed to import: {exc}"
-                ) from exc
-            self.register(cls, origin=f"entry point {ep.value}")
+            self._entry_points.setdefault(ep.name, ep)
+
+    def _load_entry_point(self, ep: EntryPoint) -> PipelineClass:
+        try:
+            cls = ep.load()
+        except ImportError as exc:
+            raise PluginError(
+                ep.name,
+                f"entry point {ep.value!r} failed to import: {exc}. If a dependency is missing, "
+                "install the extra that provides it (the camera plugin needs "
+                "'edge-runtime[video]')",
+            ) from exc
+        except Exception as exc:
+            raise PluginError(ep.name, f"entry point {ep.value!r} failed to import: {exc}") from exc
+        registered = self.register(cls, origin=f"entry point {ep.value}")
+        if registered.type_name != ep.name:
+            raise PluginError(
+                ep.name, f"entry point name differs from its type_name {registered.type_name!r}"
+            )
+        return registered
 
     def load_path(self, folder: Path) -> None:
         """Import each ``*.py`` module of ``folder`` and register the plugins it defines.

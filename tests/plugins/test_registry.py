@@ -120,3 +120,19 @@ def test_plugin_folder_import_error_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "broken.py").write_text("import does_not_exist_anywhere\n")
     with pytest.raises(PluginError, match=r"broken\.py failed to import"):
         PluginRegistry().load_path(tmp_path)
+
+
+def test_sensor_site_does_not_import_the_video_stack() -> None:
+    """Plugins load when a config asks for their type: a sensor-only site stays lean."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from edge_runtime.config import parse_config\n"
+        "parse_config('site_id = \"s\"\\n[[pipelines]]\\ntype = \"windows\"\\nname = \"p\"\\n"
+        "topics = [\"a/+\"]\\n')\n"
+        "print(sorted(m for m in ('cv2', 'onnxruntime') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
