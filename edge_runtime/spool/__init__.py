@@ -7,6 +7,7 @@ damaged file on open. :class:`Sender` drains it to the core broker with QoS 1, m
 sent only after the PUBACK.
 """
 
+from edge_runtime.spool._encode import SiteWrap
 from edge_runtime.spool.config import CompactionConfig, SenderConfig, SpoolConfig
 from edge_runtime.spool.core import SpoolCore, Wrap
 from edge_runtime.spool.errors import SpoolClosedError, SpoolError, SpoolFullError
@@ -23,6 +24,7 @@ __all__ = [
     "Sender",
     "SenderConfig",
     "SenderStats",
+    "SiteWrap",
     "Spool",
     "SpoolClosedError",
     "SpoolConfig",

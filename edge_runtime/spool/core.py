@@ -134,7 +134,9 @@ class SpoolCore:
 
         ``wrap(summary, seq)`` runs in the writer thread, in order, with the final ``seq``; it
         must be a pure function (``Envelope.wrap`` with the site's fields bound). An error it
-        raises fails this append alone.
+        raises fails this append alone. Pass a :class:`SiteWrap` for that usual case: the
+        spool then encodes each summary directly, without building the envelope (about twice
+        as fast).
         """
         return self._submit_append(list(summaries), wrap, priority)
 

@@ -25,7 +25,6 @@ from edge_runtime.uplink.envelope import ENVELOPE_SCHEMA, Envelope
 
 __all__ = [
     "Lane",
-    "PayloadEncoder",
     "Priority",
     "SpoolRecord",
     "decode_payload",
@@ -85,6 +84,8 @@ def encode_payload(envelope: Envelope, seq: int) -> bytes:
     """The stored form of ``envelope`` with sequence number ``seq`` (see the module doc).
 
     Decodes to the same document as :meth:`Envelope.to_dict` (NaN and inf stats become None).
+    This is the reference encoding; the writer's hot path builds the same documents faster
+    (``edge_runtime.spool._encode.RowEncoder``).
     """
     attrs = envelope.attrs
     doc = {
@@ -107,79 +108,6 @@ def encode_payload(envelope: Envelope, seq: int) -> bytes:
         "backlog": envelope.backlog,
     }
     return msgpack.packb(doc, use_bin_type=True)
-
-
-_MAP17 = b"\xde\x00\x11"  # msgpack map16 header: 8 varying + 9 mostly constant entries
-
-
-class PayloadEncoder:
-    """:func:`encode_payload` for the hot path: same bytes to a decoder, about twice as fast.
-
-    The entries that vary per envelope are packed as one small map; the entries that are the
-    same for most envelopes of a site (site, kind, revision, version, config hash, flags, empty
-    attrs) are packed once and cached. Not thread-safe: one encoder per thread.
-    """
-
-    def __init__(self) -> None:
-        self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
-        self._tails: dict[tuple[object, ...], bytes] = {}
-
-    def encode(self, envelope: Envelope, seq: int) -> bytes:
-        stats = envelope.stats
-        try:
-            finite = math.isfinite(sum(stats.values()))  # type: ignore[arg-type]
-        except TypeError:  # a None among the values
-            finite = False
-        if not finite or stats.__class__ is not dict:
-            stats = _finite_stats(stats)
-        pack = self._packer.pack
-        head = pack(
-            {
-                "id": envelope.id,
-                "seq": seq,
-                "pipeline": envelope.pipeline,
-                "key": envelope.key,
-                "window_start": envelope.window_start,
-                "window_end": envelope.window_end,
-                "stats": stats,
-                "created_at": envelope.created_at,
-            }
-        )
-        attrs = envelope.attrs
-        if attrs:
-            tail = self._tail(envelope, attrs if attrs.__class__ is dict else dict(attrs))
-        else:
-            key = (
-                envelope.site,
-                envelope.kind,
-                envelope.revision,
-                envelope.version,
-                envelope.config_hash,
-                envelope.replayed,
-                envelope.backlog,
-            )
-            tail = self._tails.get(key)  # type: ignore[assignment]
-            if tail is None:
-                if len(self._tails) > 4096:
-                    self._tails.clear()
-                tail = self._tails[key] = self._tail(envelope, {})
-        return b"".join((_MAP17, memoryview(head)[1:], tail))
-
-    def _tail(self, envelope: Envelope, attrs: dict[str, Any]) -> bytes:
-        packed: bytes = self._packer.pack(
-            {
-                "schema": ENVELOPE_SCHEMA,
-                "site": envelope.site,
-                "kind": envelope.kind,
-                "revision": envelope.revision,
-                "version": envelope.version,
-                "config_hash": envelope.config_hash,
-                "replayed": envelope.replayed,
-                "attrs": attrs,
-                "backlog": envelope.backlog,  # last: see flag_backlog
-            }
-        )
-        return packed[1:]  # without its fixmap header
 
 
 def decode_payload(payload: bytes) -> Envelope:

@@ -108,7 +108,10 @@ class Spool:
     async def append_summaries(
         self, summaries: Sequence[Summary], wrap: Wrap, priority: int | None = None
     ) -> range:
-        """Wrap each summary with its spool-assigned ``seq`` and store it durably."""
+        """Wrap each summary with its spool-assigned ``seq`` and store it durably.
+
+        See :meth:`SpoolCore.submit_append_summaries`; a :class:`SiteWrap` is the fast way.
+        """
         return await asyncio.wrap_future(
             self.core.submit_append_summaries(summaries, wrap, priority)
         )

@@ -15,8 +15,7 @@ from typing import Any, Self
 
 from edge_runtime.clock import Clock
 from edge_runtime.plugins._types import Summary
-from edge_runtime.spool import Sender, Spool, SpoolError
-from edge_runtime.uplink.envelope import Envelope
+from edge_runtime.spool import Sender, SiteWrap, Spool, SpoolError
 
 __all__ = ["SpooledUplink"]
 
@@ -60,19 +59,14 @@ class SpooledUplink:
         """Return once ``summaries`` are durable in the spool."""
         if not summaries:
             return
-        now = self.clock.time()
-
-        def wrap(summary: Summary, seq: int) -> Envelope:
-            return Envelope.wrap(
-                summary,
-                site=self.site_id,
-                seq=seq,
-                created_at=now,
-                version=self.version,
-                config_hash=self.config_hash,
-                replayed=replayed,
-            )
-
+        # SiteWrap lets the spool encode each summary straight into its stored form
+        wrap = SiteWrap(
+            site=self.site_id,
+            created_at=self.clock.time(),
+            version=self.version,
+            config_hash=self.config_hash,
+            replayed=replayed,
+        )
         try:
             await self.spool.append_summaries(summaries, wrap)
         except SpoolError as exc:
