@@ -81,6 +81,7 @@ class MosquittoProcess:
             "max_queued_messages 1000000",
             "max_inflight_messages 0",
             "message_size_limit 0",
+            "set_tcp_nodelay true",
             "log_dest file " + str(self.workdir / "mosquitto.log"),
             "log_type error",
             "log_type warning",

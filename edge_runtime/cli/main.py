@@ -210,6 +210,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_core)
 
+    from edge_runtime.replay.cli import add_commands  # noqa: PLC0415 (keeps --help cheap)
+
+    add_commands(sub)
+
     p = sub.add_parser("config-reference", help="print the config reference (markdown)")
     p.add_argument("-o", "--output", help="write to this file")
     p.set_defaults(func=cmd_reference)

@@ -80,7 +80,7 @@ def iter_readings(
         if start is not None and day < start:
             continue
         if end is not None and day > end:
-            break
+            continue  # not break: a few rows in the file are out of date order
         hour = int(row[1].split(":", 1)[0])
         if hour < _DAY_STARTS_AT:
             hour += 24

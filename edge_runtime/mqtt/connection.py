@@ -13,6 +13,7 @@ import contextlib
 import enum
 import logging
 import random
+import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -180,6 +181,8 @@ class MqttLink:
             tls_context=_tls_context(cfg),
             tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
             max_inflight_messages=1000,
+            # small QoS 0 writes must not wait for a delayed ACK (Nagle): ~40 ms otherwise
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
             max_queued_outgoing_messages=0,
             queue_type=_direct_queue(self._deliver) if self.sink is not None else None,
         )
@@ -261,7 +264,13 @@ class MqttLink:
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(
-        self, topic: str, payload: bytes, qos: int = 1, *, timeout: float = 30.0
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int = 1,
+        *,
+        retain: bool = False,
+        timeout: float = 30.0,
     ) -> None:
         """Publish and, for QoS 1, wait for the PUBACK. Raises TransportError when the link is
         down, or goes down before the PUBACK arrives (the client library would otherwise leave
@@ -270,7 +279,9 @@ class MqttLink:
         client, lost = self._client, self._lost
         if client is None or lost is None or self.state is not LinkState.UP:
             raise TransportError(f"{self.role} broker link is {self.state.value}")
-        task = asyncio.ensure_future(client.publish(topic, payload, qos=qos, timeout=timeout))
+        task = asyncio.ensure_future(
+            client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+        )
         try:
             await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:

@@ -15,7 +15,7 @@ import re
 import signal
 import sys
 import tempfile
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
@@ -24,6 +24,7 @@ import orjson
 
 from edge_runtime.config.models import BrokerConfig
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.ops.logs import setup_logging
 from edge_runtime.replay._progress import ProgressLine, human_bytes
 from edge_runtime.replay.format import RecordingReader, is_recording
 from edge_runtime.replay.player import ReplayProgress, TimeShift, replay_to_broker
@@ -50,9 +51,10 @@ def parse_size(text: str) -> int:
 
 def parse_speed(text: str) -> float:
     """``"1"`` (as recorded), ``"10"`` or ``"10x"`` (ten times faster), ``"max"``/``"0"``."""
-    value = text.strip().lower().removesuffix("x").removesuffix("×")
+    value = text.strip().lower()
     if value in ("max", "inf", "0"):
         return math.inf
+    value = value.removesuffix("x").removesuffix("×")
     try:
         speed = float(value)
     except ValueError:
@@ -103,6 +105,8 @@ def _broker(args: argparse.Namespace) -> BrokerConfig:
 
 def _run(coro_fn: Any, *args: Any) -> Any:
     """Run ``coro_fn(*args, stop)`` with Ctrl-C and SIGTERM setting ``stop``."""
+
+    setup_logging("text", "WARNING")  # connection problems, nothing routine
 
     async def main() -> Any:
         stop = asyncio.Event()
@@ -214,12 +218,57 @@ def cmd_replay(args: argparse.Namespace) -> int:
                 stop=stop,
             )
 
+        if args.into_site:
+            return _replay_into_site(args, path, show, line)
         result = _run(go)
         if line is not None:
             line.done(
                 f"replayed {result.messages:,} messages ({result.recorded_s:,.1f} s recorded) "
                 f"in {result.elapsed_s:,.1f} s to {broker.host}:{broker.port}"
             )
+    return 0
+
+
+def _replay_into_site(
+    args: argparse.Namespace,
+    path: Path,
+    show: Callable[[ReplayProgress], None],
+    line: ProgressLine | None,
+) -> int:
+    """Feed the recording straight into a site runtime: the same routing, decoders, pipelines
+    and uplink as live traffic, on the recording's clock; summaries are flagged replayed."""
+    from edge_runtime.config import load_config  # noqa: PLC0415
+    from edge_runtime.replay.player import ReplaySource  # noqa: PLC0415
+    from edge_runtime.runtime.site import SiteRuntime  # noqa: PLC0415
+
+    loaded = load_config(args.into_site)
+    source = ReplaySource(
+        path, speed=args.speed, loop=args.loop, time_shift=args.time_shift, progress=show
+    )
+    runtime = SiteRuntime(loaded, source=source)
+
+    async def go(stop: asyncio.Event) -> Any:
+        async def watch() -> None:
+            await stop.wait()
+            runtime.stop()
+
+        watcher = asyncio.create_task(watch(), name="replay-stop")
+        try:
+            await runtime.run()
+        finally:
+            watcher.cancel()
+
+    _run(go)
+    stats = runtime.stats
+    message = (
+        f"replayed {stats.messages_in:,} messages into site {loaded.site.site_id}: "
+        f"{sum(stats.readings_in.values()):,} readings, "
+        f"{sum(stats.summaries_out.values()):,} summaries (flagged replayed)"
+    )
+    if line is not None:
+        line.done(message)
+    else:
+        print(message, file=sys.stderr)
     return 0
 
 
@@ -419,9 +468,10 @@ def _add_replay(sub: Subparsers) -> None:
     p.add_argument(
         "--time-shift",
         type=parse_time_shift,
-        default="now",
-        help="now (first message = now), none (recorded times) or seconds to add; applies to "
-        "the receive times handed to a site (the payloads are never changed)",
+        default="none",
+        help="none (recorded times, the default: the same recording gives the same summaries), "
+        "now (first message = now) or seconds to add; applies to the receive times, and so the "
+        "clock, of a site fed the recording (payloads are never changed)",
     )
     p.add_argument("--topic-prefix", default="", help="put this in front of every topic")
     p.add_argument("--camera", help="camera id, when FILE is a video or an image folder")
@@ -432,6 +482,12 @@ def _add_replay(sub: Subparsers) -> None:
     )
     p.add_argument("--fps", type=float, help="frame rate (default: the file's; images: 10)")
     p.add_argument("--payload", choices=["msgpack", "jpeg"], default="msgpack")
+    p.add_argument(
+        "--into-site",
+        metavar="CONFIG",
+        help="feed the recording straight into a site runtime run from this config (its "
+        "pipelines and uplink) instead of publishing it to a broker",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_replay)
 
@@ -455,7 +511,8 @@ def _add_import(sub: Subparsers) -> None:
         type=float,
         default=3600.0,
         metavar="SECONDS_PER_HOUR",
-        help="recorded seconds per hour of data (3600 = real time; 0.01 = a day in 0.24 s)",
+        help="recorded seconds per hour of data (3600 = real time; 0.01 = a day in 0.24 s). "
+        "Keep 3600 for replays into a site, whose clock follows the recorded times",
     )
     q.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
     q.set_defaults(func=cmd_import_akl)

@@ -55,6 +55,7 @@ _PREAMBLE = struct.Struct("<II")  # header length, header CRC-32 (after the magi
 _FRAME = struct.Struct("<II")  # body length, body CRC-32
 _QOS_MASK = 0b011
 _RETAIN_BIT = 0b100
+_MESSAGE_TAG = 0x94  # msgpack fixarray of 4: a message body starts with it
 _CLOSE_RESERVE = 64  # room kept under max_bytes for the closing record
 _READ_CHUNK = 1 << 20
 
@@ -429,8 +430,6 @@ class RecordingReader:
         self.closes = 0
         """Closing records seen in the last pass (one per clean writer session)."""
         self.last_was_close = False
-        self.position = self.data_offset
-        """Offset reached by the iteration in progress (for progress bars)."""
 
     @property
     def file_bytes(self) -> int:
@@ -488,7 +487,7 @@ class RecordingReader:
         finally:
             self.last_us = t_us
             if self.tail is None:
-                self.data_end = self.position = good
+                self.data_end = good
 
     def _frames(self) -> Iterator[tuple[int, int, memoryview]]:
         """``(start, end, body)`` of each record with a sound frame and CRC, in file order;
@@ -508,7 +507,6 @@ class RecordingReader:
                     view = memoryview(buf)
                     base += pos
                     pos = 0
-                    self.position = base
                     if head > len(buf):
                         if buf:
                             self._stop("truncated", base)
@@ -523,7 +521,6 @@ class RecordingReader:
                     view = memoryview(buf)
                     base += pos
                     pos = 0
-                    self.position = base
                     stop = head + length
                     if stop > len(buf):
                         self._stop("truncated", base)
@@ -537,7 +534,32 @@ class RecordingReader:
 
     def _stop(self, reason: TailReason, offset: int) -> None:
         self.tail = Tail(reason, offset, max(0, self.file_bytes - offset))
-        self.data_end = self.position = offset
+        self.data_end = offset
+
+    def count_messages(self) -> int:
+        """How many messages the file holds, without decoding them (frames are hopped over, not
+        checked: a damaged record can make this differ from what iteration yields)."""
+        count = 0
+        size = self.file_bytes
+        head = _FRAME.size
+        with self.path.open("rb") as fh:
+            base = self.data_offset  # file offset of buf[0]
+            fh.seek(base)
+            buf = fh.read(_READ_CHUNK)
+            pos = 0
+            while True:
+                if pos + head + 1 > len(buf):
+                    base += pos
+                    fh.seek(base)
+                    buf = fh.read(_READ_CHUNK)
+                    pos = 0
+                    if len(buf) < head + 1:
+                        return count
+                length = int.from_bytes(buf[pos : pos + 4], "little")
+                if length == 0 or length > MAX_BODY_BYTES or base + pos + head + length > size:
+                    return count
+                count += buf[pos + head] == _MESSAGE_TAG
+                pos += head + length
 
     def scan(self) -> RecordingInfo:
         """Read the whole file once and summarise it."""

@@ -117,7 +117,10 @@ def import_akl(
     ``topic`` (``{sensor}`` is the sensor's slug), payload ``{"value": count or null, "ts":
     start of the hour, epoch seconds}``.  Rows keep the file's order; the recorded receive time
     of row ``i`` is the end of the first hour plus ``i * seconds_per_hour`` (3600 = real time;
-    e.g. 0.01 replays a day in a quarter of a second at 1×).  ``sensors`` takes names or slugs.
+    0.01 replays a day in a quarter of a second at 1×).  Keep 3600 for a recording fed straight
+    into a site: the site's clock follows the receive times and pipelines compare them with the
+    event times (compressed, the data looks as if from the future); replay faster with the
+    replay speed instead.  ``sensors`` takes names or slugs.
     """
     if end < start:
         raise EdgeRuntimeError(f"--to {end} is before --from {start}")

@@ -20,13 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import inspect
 import itertools
 import logging
 import math
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
@@ -69,7 +71,7 @@ class ReplayProgress:
     passes: int | None
     """Passes asked for; None = loop until stopped."""
     fraction: float
-    """Share of the current pass read so far (by file position)."""
+    """Share of the current pass done."""
     elapsed_s: float
     recorded_s: float
     """Recorded time covered since the first message."""
@@ -115,8 +117,6 @@ class _Timeline:
         self.time_shift = time_shift
         self.loop_gap_s = loop_gap_s
         self.pass_index = 0
-        self.first_at: float | None = None
-        """Shifted receive time of the first message."""
 
     def __iter__(self) -> Iterator[RawMessage]:
         offset: float | None = None
@@ -134,7 +134,6 @@ class _Timeline:
                         if shift == "now"
                         else float(shift)
                     )
-                    self.first_at = t + offset
                 if first is None:
                     first = top = t
                 top = max(top, t) if top is not None else t
@@ -166,7 +165,7 @@ def timeline(
     )
 
 
-async def _chunks(source: Iterable[T], size: int = _CHUNK) -> AsyncIterator[list[T]]:
+async def _chunks(source: Iterable[T], size: int = _CHUNK) -> AsyncGenerator[list[T], None]:
     """Pull ``source`` in a worker thread, ``size`` items at a time, one chunk ahead."""
     items = iter(source)
 
@@ -198,8 +197,9 @@ class _Pacer:
         self.lag = 0.0
 
     async def until(self, recorded: float) -> None:
-        if self.rec0 is None:
+        if self.rec0 is None:  # the schedule starts with the first message, not before
             self.rec0 = recorded
+            self.wall0 = self.loop.time()
         if not self.paced:
             return
         delay = self.wall0 + (recorded - self.rec0) / self.speed - self.loop.time()
@@ -229,7 +229,7 @@ async def replay_to_broker(
     progress: Callable[[ReplayProgress], None] | None = None,
     stop: asyncio.Event | None = None,
     client_id: str | None = None,
-    max_inflight: int = 256,
+    max_inflight: int = 10,
     connect_timeout_s: float = 10.0,
 ) -> ReplayResult:
     """Publish a recording to ``broker`` with its payloads, QoS and retain flags.
@@ -237,10 +237,11 @@ async def replay_to_broker(
     Messages go out in recorded order, paced at ``speed`` (the first at once); ``loop`` passes
     (None or 0: until ``stop`` is set).  ``topic_prefix`` is put in front of every topic (to
     replay next to live traffic).  QoS 1/2 publishes overlap up to ``max_inflight`` while keeping
-    their order.  ``time_shift`` only changes the recorded times shown in progress: a broker
-    stamps its own receive times.  Raises :class:`TransportError` if the broker cannot be
-    reached or drops the connection.
+    their order (aiomqtt warns above 10 pending publishes).  ``time_shift`` only changes the
+    recorded times shown in progress: a broker stamps its own receive times.  Raises
+    :class:`TransportError` if the broker cannot be reached or drops the connection.
     """
+    _paced(speed)  # a bad speed fails before connecting
     reader = _open(recording)
     line = _Timeline(reader, passes=loop or None, time_shift=time_shift, loop_gap_s=loop_gap_s)
     link = MqttLink(
@@ -248,7 +249,7 @@ async def replay_to_broker(
         client_id=client_id or f"edge-replay-{uuid.uuid4().hex[:8]}",
         role="replay target",
     )
-    sent = 0
+    sent = total = 0
     started = time.monotonic()
     last_report = started
     recorded = 0.0
@@ -262,6 +263,7 @@ async def replay_to_broker(
             ) from exc
         pacer = _Pacer(speed, stop)
         slots = asyncio.Semaphore(max_inflight)
+        total = await asyncio.to_thread(reader.count_messages)
 
         async def send(msg: RawMessage) -> None:
             try:
@@ -272,8 +274,8 @@ async def replay_to_broker(
                 slots.release()
 
         try:
-            async with asyncio.TaskGroup() as tg:
-                async for chunk in _chunks(line):
+            async with asyncio.TaskGroup() as tg, contextlib.aclosing(_chunks(line)) as chunks:
+                async for chunk in chunks:
                     for msg in chunk:
                         await pacer.until(msg.received_at)
                         if pacer.stopped():
@@ -287,7 +289,16 @@ async def replay_to_broker(
                         now = time.monotonic()
                         if progress is not None and now - last_report >= _PROGRESS_EVERY_S:
                             last_report = now
-                            progress(_progress(line, sent, now - started, recorded, pacer.lag))
+                            progress(
+                                _progress(
+                                    sent,
+                                    total,
+                                    line.passes,
+                                    elapsed=now - started,
+                                    recorded=recorded,
+                                    lag=pacer.lag,
+                                )
+                            )
                     if pacer.stopped():
                         break
         except* TransportError as group:
@@ -295,8 +306,8 @@ async def replay_to_broker(
             raise TransportError(f"replay stopped after {sent} messages: {first}") from first
     elapsed = time.monotonic() - started
     if progress is not None:
-        progress(_progress(line, sent, elapsed, recorded, 0.0, done=True))
-    return ReplayResult(sent, line.pass_index, elapsed, recorded)
+        progress(_progress(sent, total, line.passes, elapsed=elapsed, recorded=recorded, lag=0.0))
+    return ReplayResult(sent, sent // total if total else 0, elapsed, recorded)
 
 
 def _retain(retain: bool) -> dict[str, bool]:
@@ -304,39 +315,44 @@ def _retain(retain: bool) -> dict[str, bool]:
     if not retain:
         return {}
     if not RETAIN_SUPPORTED:
-        global _retain_warned  # noqa: PLW0603 (one warning per process)
-        if not _retain_warned:
-            _retain_warned = True
-            log.warning(
-                "replaying retained messages without their retain flag: this MqttLink.publish "
-                "has no retain parameter"
-            )
+        _warn_retain_lost()
         return {}
     return {"retain": True}
 
 
-def _link_can_retain() -> bool:
-    import inspect  # noqa: PLC0415 (used once, at import)
+@functools.cache
+def _warn_retain_lost() -> None:
+    log.warning(
+        "replaying retained messages without their retain flag: MqttLink.publish has no "
+        "retain parameter in this version"
+    )
 
+
+def _link_can_retain() -> bool:
     return "retain" in inspect.signature(MqttLink.publish).parameters
 
 
 RETAIN_SUPPORTED = _link_can_retain()
 """Whether :meth:`MqttLink.publish` takes ``retain=`` (needed to replay retained messages)."""
-_retain_warned = False
 
 
 def _progress(
-    line: _Timeline, sent: int, elapsed: float, recorded: float, lag: float, *, done: bool = False
+    sent: int,
+    per_pass: int,
+    passes: int | None,
+    *,
+    elapsed: float,
+    recorded: float,
+    lag: float,
 ) -> ReplayProgress:
-    reader = line.reader
-    data = max(1, reader.data_end if done else reader.file_bytes - reader.data_offset)
-    fraction = 1.0 if done else (reader.position - reader.data_offset) / data
+    pass_index, done_in_pass = divmod(sent, max(1, per_pass))
+    if passes is not None and pass_index >= passes:  # the very end
+        pass_index, done_in_pass = passes - 1, per_pass
     return ReplayProgress(
         messages=sent,
-        pass_index=line.pass_index,
-        passes=line.passes,
-        fraction=min(1.0, max(0.0, fraction)),
+        pass_index=pass_index,
+        passes=passes,
+        fraction=done_in_pass / max(1, per_pass),
         elapsed_s=elapsed,
         recorded_s=recorded,
         lag_s=lag,
@@ -382,9 +398,10 @@ class ReplaySource:
         self.batch_max = batch_max
         self.progress = progress
         self.stop = stop
-        self.timeline = _Timeline(
-            self.reader, passes=loop or None, time_shift=time_shift, loop_gap_s=loop_gap_s
-        )
+        self.passes = loop or None
+        self.time_shift = time_shift
+        self.loop_gap_s = loop_gap_s
+        _Timeline(self.reader, passes=self.passes, time_shift=time_shift, loop_gap_s=loop_gap_s)
         self.messages = 0
         self.batches = 0
         self.clock: float | None = None
@@ -425,39 +442,51 @@ class ReplaySource:
             yield batch, edge
 
     async def __aiter__(self) -> AsyncIterator[tuple[list[RawMessage], float]]:
+        """Each iteration replays the recording from its start."""
+        line = _Timeline(
+            self.reader, passes=self.passes, time_shift=self.time_shift, loop_gap_s=self.loop_gap_s
+        )
+        self.messages = self.batches = 0
+        self.clock = None
         pacer = _Pacer(self.speed, self.stop)
         started = last_report = time.monotonic()
-        async for group in _chunks(self.batches_of(self.timeline), _BATCHES_PER_READ):
-            for batch, clock in group:
-                await pacer.until(clock)
-                if pacer.stopped():
-                    return
-                self.messages += len(batch)
-                self.batches += 1
-                self.clock = clock
-                now = time.monotonic()
-                if self.progress is not None and now - last_report >= _PROGRESS_EVERY_S:
-                    last_report = now
-                    self.progress(
-                        _progress(
-                            self.timeline,
-                            self.messages,
-                            now - started,
-                            clock - (pacer.rec0 or clock),
-                            pacer.lag,
+        total = 0
+        if self.progress is not None:
+            total = await asyncio.to_thread(self.reader.count_messages)
+        groups = _chunks(self.batches_of(line), _BATCHES_PER_READ)
+        async with contextlib.aclosing(groups):
+            async for group in groups:
+                for batch, clock in group:
+                    await pacer.until(clock)
+                    if pacer.stopped():
+                        return
+                    self.messages += len(batch)
+                    self.batches += 1
+                    self.clock = clock
+                    now = time.monotonic()
+                    if self.progress is not None and now - last_report >= _PROGRESS_EVERY_S:
+                        last_report = now
+                        self.progress(
+                            _progress(
+                                self.messages,
+                                total,
+                                self.passes,
+                                elapsed=now - started,
+                                recorded=clock - (pacer.rec0 or clock),
+                                lag=pacer.lag,
+                            )
                         )
-                    )
-                yield batch, clock
-                if not pacer.paced:
-                    await asyncio.sleep(0)  # let the runtime's other tasks run between batches
+                    yield batch, clock
+                    if not pacer.paced:
+                        await asyncio.sleep(0)  # let the runtime's other tasks run between batches
         if self.progress is not None and self.clock is not None:
             self.progress(
                 _progress(
-                    self.timeline,
                     self.messages,
-                    time.monotonic() - started,
-                    self.clock - (pacer.rec0 or self.clock),
-                    0.0,
-                    done=True,
+                    total,
+                    self.passes,
+                    elapsed=time.monotonic() - started,
+                    recorded=self.clock - (pacer.rec0 or self.clock),
+                    lag=0.0,
                 )
             )

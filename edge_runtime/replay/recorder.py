@@ -62,6 +62,7 @@ async def record(
     max_messages: int | None = None,
     progress: Callable[[RecordProgress], None] | None = None,
     stop: asyncio.Event | None = None,
+    started: asyncio.Event | None = None,
     qos: int = 1,
     append: bool = False,
     overwrite: bool = False,
@@ -73,10 +74,12 @@ async def record(
 ) -> RecordResult:
     """Subscribe to ``filters`` on ``broker`` and record every message to ``path``.
 
-    Stops at the first limit reached (``max_seconds`` counts from the first connection), when
-    ``stop`` is set, or when the task is cancelled (the file is closed cleanly, then the
-    cancellation goes on).  Raises :class:`TransportError` when the broker cannot be reached
-    within ``connect_timeout_s``.
+    ``started`` is set once the broker has accepted the subscriptions; ``progress`` gets a
+    :class:`RecordProgress` every ``progress_interval_s``.  Stops at the first limit reached
+    (``max_seconds`` counts from the first connection), when ``stop`` is set, or when the task
+    is cancelled (the file is closed cleanly, then the cancellation goes on).  A lost broker
+    connection is retried (messages published meanwhile are not recorded).  Raises
+    :class:`TransportError` when the broker cannot be reached within ``connect_timeout_s``.
     """
     if not filters:
         raise ValueError("record needs at least one topic filter (e.g. '#')")
@@ -117,7 +120,7 @@ async def record(
         qos=qos,
         sink=sink,
     )
-    started = time.monotonic()
+    began = time.monotonic()
     try:
         async with link:
             try:
@@ -127,14 +130,16 @@ async def record(
                     f"cannot reach the broker {broker.host}:{broker.port} to record from "
                     f"({link.last_error or 'no answer'}); check --broker and that it is running"
                 ) from exc
-            started = time.monotonic()
+            began = time.monotonic()
+            if started is not None:
+                started.set()
             log.info("recording %s from %s to %s", ", ".join(filters), header.source, path)
             async with asyncio.TaskGroup() as tg:
                 ticker = tg.create_task(
                     _tick(
                         writer,
                         link=link,
-                        started=started,
+                        started=began,
                         progress=progress,
                         interval=progress_interval_s,
                         sync_interval=sync_interval_s,
@@ -155,11 +160,9 @@ async def record(
         finish("cancelled")
         raise
     finally:
-        elapsed = time.monotonic() - started
+        elapsed = time.monotonic() - began
         # Blocking (fsync): off the event loop, and finished even if we are cancelled again.
         await asyncio.shield(asyncio.to_thread(writer.close))
-        if progress is not None:
-            progress(RecordProgress(writer.count, writer.size, elapsed, 0.0, False))
     reason = why[0] if why else "stopped"
     log.info(
         "recorded %d messages (%d bytes) in %.1fs: %s", writer.count, writer.size, elapsed, reason

@@ -276,6 +276,9 @@ class SiteRuntime:
         clock = self.clock
         assert isinstance(clock, ManualClock), "a replay source needs a ManualClock"
         async for batch, at in source:
+            if self._stop.is_set():
+                log.info("replay stopped before the end of the recording")
+                break
             clock.set(at)
             if batch:
                 await self._dispatch(batch)
