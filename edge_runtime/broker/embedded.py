@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -87,6 +88,10 @@ class MosquittoProcess:
             "log_type warning",
             extra_conf,
         ]
+        if os.geteuid() == 0:
+            # run as root, mosquitto drops to the 'mosquitto' user and then cannot write its
+            # persistence file or log into our (root-owned) working directory
+            lines.append("user root")
         self.conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
         self.proc: subprocess.Popen[bytes] | None = None
 

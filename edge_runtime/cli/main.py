@@ -163,6 +163,21 @@ def cmd_core(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edge_runtime.demo import DemoOptions, run_demo  # noqa: PLC0415
+
+    setup_logging("text", "WARNING")
+    options = DemoOptions(
+        short=args.short,
+        dashboard=not args.no_dashboard,
+        outage_s=args.outage,
+        workdir=Path(args.workdir) if args.workdir else None,
+        camera=not args.no_camera,
+    )
+    report = _run_async(run_demo(options))
+    return 0 if report.lost == 0 and not report.missing_seqs else 1
+
+
 def cmd_reference(args: argparse.Namespace) -> int:
     from edge_runtime.cli.reference import config_reference  # noqa: PLC0415
 
@@ -200,6 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="the site's config (to find its ops port)")
     p.add_argument("--url", help="base URL of the site's ops endpoint")
     p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole story on this machine: real feeds, a site, an uplink outage, a report",
+    )
+    p.add_argument("--short", action="store_true", help="a run of about a minute (CI)")
+    p.add_argument("--no-dashboard", action="store_true", help="status lines instead of a panel")
+    p.add_argument("--outage", type=float, help="seconds the uplink is cut (default 10; short 4)")
+    p.add_argument("--no-camera", action="store_true", help="sensor pipeline only")
+    p.add_argument("--workdir", help="keep recordings, spool and core database here")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("core", help="run the core receiver (dedupe, store, forward to NATS)")
     p.add_argument("-c", "--config", help="core config (TOML, see docs/config-reference.md)")

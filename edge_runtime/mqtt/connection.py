@@ -218,7 +218,9 @@ class MqttLink:
                     self.disconnects += 1
                     log.warning("%s broker connection lost: %s", self.role, exc)
                 else:
-                    log.warning(
+                    # the first failure of an outage is a warning; the retries are not news
+                    log.log(
+                        logging.WARNING if attempt == 0 else logging.DEBUG,
                         "cannot connect to %s broker %s:%d: %s",
                         self.role,
                         self.config.host,

@@ -27,6 +27,7 @@ class RuntimeStats:
     """Everything the runtime counts. Incremented per batch, never per reading."""
 
     messages_in: int = 0
+    bytes_in: int = 0
     ingest_dropped: Counter[str] = field(default_factory=Counter)
     readings_in: Counter[str] = field(default_factory=Counter)
     decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
@@ -51,6 +52,7 @@ class RuntimeStats:
         """Plain-data view for /status and ``edge-runtime status``."""
         return {
             "messages_in": self.messages_in,
+            "bytes_in": self.bytes_in,
             "ingest_dropped": dict(self.ingest_dropped),
             "readings_in": dict(self.readings_in),
             "decode_errors": {f"{p}:{r}": n for (p, r), n in self.decode_errors.items()},
@@ -77,6 +79,9 @@ class StatsCollector(Collector):
         s = self.stats
         c = CounterMetricFamily("edge_messages_in", "Messages received from the site broker.")
         c.add_metric([], s.messages_in)
+        yield c
+        c = CounterMetricFamily("edge_bytes_in", "Payload bytes received from the site broker.")
+        c.add_metric([], s.bytes_in)
         yield c
         c = CounterMetricFamily(
             "edge_ingest_dropped", "Messages set aside before decoding.", labels=["reason"]

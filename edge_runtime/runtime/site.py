@@ -44,6 +44,7 @@ __all__ = ["MessageSource", "PipelineSlot", "SiteRuntime", "run_site"]
 
 log = logging.getLogger(__name__)
 
+_payload = operator.attrgetter("payload")
 UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
 MessageSource = AsyncIterable[tuple[Sequence[RawMessage], float]]
 """Batches of messages with the (recorded) time at the end of each: a replayed recording."""
@@ -289,6 +290,7 @@ class SiteRuntime:
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
         stats = self.stats
         stats.messages_in += len(batch)
+        stats.bytes_in += sum(map(len, map(_payload, batch)))
         stats.observe_batch(len(batch))
         if self.queue.dropped:
             stats.ingest_dropped["overflow"] = self.queue.dropped

@@ -105,6 +105,7 @@ class SpooledUplink:
             "eta_s": spool.eta_s,
             "appended": spool.appended,
             "sent": sender.records_sent,
+            "bytes_sent": sender.bytes_sent,
             "messages_sent": sender.messages_sent,
             "backlog_sent": sender.backlog_flagged,
             "link_downs": sender.link_downs,
