@@ -142,7 +142,9 @@ class InferTiming:
     cpu_ms: float
 
 
-def infer_timing(path: Path, layout: tuple[int, int], batch: np.ndarray, secs: float) -> InferTiming:
+def infer_timing(
+    path: Path, layout: tuple[int, int], batch: np.ndarray, secs: float
+) -> InferTiming:
     """Images/s and CPU per image with one caller per session (as the runtime runs them)."""
     model = DetectorModel.load(model_config(path, layout, max(4, batch.shape[0])), ROOT)
     model.run_raw(batch)
@@ -401,7 +403,12 @@ async def end_to_end(
         go.set()
         await asyncio.sleep(warmup)
         stats = pipeline.stats
-        n0, s0, in0, b0 = stats.frames_inferred, stats.frames_skipped, stats.frames_in, stats.batches
+        n0, s0, in0, b0 = (
+            stats.frames_inferred,
+            stats.frames_skipped,
+            stats.frames_in,
+            stats.batches,
+        )
         busy0 = stats.infer_busy_s
         stats.latency.clear()
         others = [p.pid for p in (site_broker.proc, core_broker.proc) if p is not None]
