@@ -466,6 +466,16 @@ class CameraPipeline(Pipeline[CameraConfig]):
             if sources:
                 await asyncio.to_thread(_join_all, sources, 5.0)
 
+    async def settle(self) -> None:
+        """Wait until no frame is pending or in flight (replays: nothing is skipped)."""
+        # the engine has no "idle" event: look every 2 ms
+        while self._busy():  # noqa: ASYNC110
+            await asyncio.sleep(0.002)
+
+    def _busy(self) -> bool:
+        in_flight = sum(self.engine.in_flight.values()) if self.engine is not None else 0
+        return bool(len(self.slots) or in_flight)
+
     def close(self) -> None:
         self._closed = True
         self.slots.close()

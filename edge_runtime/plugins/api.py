@@ -157,6 +157,13 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
     def close(self) -> None:
         """Stream plugins: stop accepting messages; ``run`` finishes what it holds and returns."""
 
+    async def settle(self) -> None:
+        """Stream plugins: return once every message offered so far has been processed.
+
+        A replay calls it before offering a second message on the same topic, so that a stage
+        that keeps only the latest message (cameras) drops nothing and the summaries do not
+        depend on the replay speed."""
+
     def on_tick(self, now: float) -> Sequence[Summary]:
         """Called about once a second with the injected clock's time, also when idle."""
         del now

@@ -282,10 +282,31 @@ class SiteRuntime:
                 break
             clock.set(at)
             if batch:
-                await self._dispatch(batch)
+                await self._dispatch_settled(batch)
             await self._emit_all(operator.methodcaller("on_tick", at))
         log.info("replay source finished")
         self._stop.set()
+
+    async def _dispatch_settled(self, batch: Sequence[RawMessage]) -> None:
+        """Replay dispatch: stream stages settle before they see a topic a second time, so that
+        a latest-message-wins stage drops nothing and results do not depend on speed."""
+        streams = [s.pipeline for s in self.slots if s.pipeline.input_kind == "stream"]
+        if not streams:
+            await self._dispatch(batch)
+            return
+        part: list[RawMessage] = []
+        seen: set[str] = set()
+        for message in batch:
+            if message.topic in seen:
+                await self._dispatch(part)
+                for stream in streams:
+                    await stream.settle()
+                part, seen = [], set()
+            part.append(message)
+            seen.add(message.topic)
+        await self._dispatch(part)
+        for stream in streams:
+            await stream.settle()
 
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
         stats = self.stats
