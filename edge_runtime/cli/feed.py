@@ -35,17 +35,16 @@ async def feed_akl(host: str, port: int, start: date, end: date, rate: float) ->
     return sent
 
 
-async def tap_summaries(host: str, port: int, topic: str, limit: int | None = None) -> None:
+async def tap_summaries(host: str, port: int, topic: str) -> None:
     """Print each summary arriving on the core broker, one line each."""
     try:
-        await _tap(host, port, topic, limit)
+        await _tap(host, port, topic)
     except aiomqtt.MqttError as exc:
         # The main job's embedded broker goes away when the site stops: that ends the tap.
         log.debug("summary tap closed: %s", exc)
 
 
-async def _tap(host: str, port: int, topic: str, limit: int | None) -> None:
-    seen = 0
+async def _tap(host: str, port: int, topic: str) -> None:
     async with aiomqtt.Client(host, port, identifier="edge-runtime-tap") as client:
         await client.subscribe(topic, qos=1)
         async for message in client.messages:
@@ -59,9 +58,6 @@ async def _tap(host: str, port: int, topic: str, limit: int | None) -> None:
                     f"p95={_fmt(s.get('p95'))} {env.kind} r{env.revision}",
                     flush=True,
                 )
-                seen += 1
-            if limit is not None and seen >= limit:
-                return
 
 
 def _fmt(value: object) -> str:

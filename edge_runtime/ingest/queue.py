@@ -29,7 +29,6 @@ class IngestQueue:
         self.capacity = capacity
         self.overflow = overflow
         self.dropped = 0
-        self.accepted = 0
         self._items: deque[RawMessage] = deque()
         self._want = 1
         self._ready = asyncio.Event()
@@ -46,7 +45,6 @@ class IngestQueue:
                 return
             items.popleft()
         items.append(item)
-        self.accepted += 1
         if len(items) >= self._want:
             self._ready.set()
 

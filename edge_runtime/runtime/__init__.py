@@ -1,5 +1,5 @@
 """The site runtime."""
 
-from edge_runtime.runtime.site import PipelineSlot, SiteRuntime, run_site
+from edge_runtime.runtime.site import MessageSource, PipelineSlot, SiteRuntime
 
-__all__ = ["PipelineSlot", "SiteRuntime", "run_site"]
+__all__ = ["MessageSource", "PipelineSlot", "SiteRuntime"]

@@ -9,11 +9,9 @@ and hands the batch to the plugin.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import operator
-import time
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -40,7 +38,7 @@ from edge_runtime.uplink.memory import MemoryUplink
 from edge_runtime.uplink.seq import SeqAllocator
 from edge_runtime.uplink.spooled import SpooledUplink
 
-__all__ = ["MessageSource", "PipelineSlot", "SiteRuntime", "run_site"]
+__all__ = ["MessageSource", "PipelineSlot", "SiteRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -422,19 +420,3 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
     return SpooledUplink(
         spool, sender, site_id=site_id, version=__version__, config_hash=config_hash, clock=clock
     )
-
-
-async def run_site(loaded: LoadedConfig, *, install_signals: bool = True) -> SiteRuntime:
-    """Run a site until SIGTERM/SIGINT; used by ``edge-runtime run``."""
-    import signal  # noqa: PLC0415
-
-    runtime = SiteRuntime(loaded)
-    if install_signals:
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, runtime.stop)
-    started = time.monotonic()
-    await runtime.run()
-    log.info("ran for %.1fs", time.monotonic() - started)
-    return runtime

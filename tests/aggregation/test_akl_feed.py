@@ -12,7 +12,6 @@ slice keeps the data's real gaps: "107 Quay Street" has no counts until 2022-07-
 from __future__ import annotations
 
 import csv
-import re
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from functools import cache
@@ -23,6 +22,7 @@ import pytest
 
 from edge_runtime import ManualClock, RawMessage
 from edge_runtime.aggregation import merge_stats
+from edge_runtime.datasets.akl import sensor_slug
 from edge_runtime.testing import run_pipeline
 from pipelines.windows import WindowPipeline
 from tests.aggregation.agg_helpers import (
@@ -46,10 +46,6 @@ DAY = 86400.0
 SIX_HOURS = 6 * 3600.0
 
 
-def slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
-
-
 @cache
 def hourly() -> list[tuple[str, float, dict[str, float | None]]]:
     """(date block, event time, {sensor slug: count or None}) in file order."""
@@ -63,7 +59,7 @@ def hourly() -> list[tuple[str, float, dict[str, float | None]]]:
             hour = int(row["hour"].split(":", 1)[0])
             midnight = datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()
             ts = midnight + hour * 3600.0 + (DAY if hour < 6 else 0.0)
-            cells = {slug(s): (float(row[s]) if row[s] else None) for s in SENSORS}
+            cells = {sensor_slug(s): (float(row[s]) if row[s] else None) for s in SENSORS}
             rows.append((row["date"], ts, cells))
     return rows
 

@@ -130,8 +130,8 @@ def test_sensor_site_does_not_import_the_video_stack() -> None:
     code = (
         "import sys\n"
         "from edge_runtime.config import parse_config\n"
-        "parse_config('site_id = \"s\"\\n[[pipelines]]\\ntype = \"windows\"\\nname = \"p\"\\n"
-        "topics = [\"a/+\"]\\n')\n"
+        'parse_config(\'site_id = "s"\\n[[pipelines]]\\ntype = "windows"\\nname = "p"\\n'
+        'topics = ["a/+"]\\n\')\n'
         "print(sorted(m for m in ('cv2', 'onnxruntime') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
