@@ -136,3 +136,75 @@ def test_senml_bad_packs(payload: bytes, reason: str) -> None:
     )
     assert errors == {reason: 1}
     assert len(batch) == 2
+
+
+def _random_pack(rng: np.random.Generator) -> bytes:
+    """A SenML pack of the shapes producers send, some of them awkward for the fast path."""
+    n = int(rng.integers(1, 40))
+    records: list[dict[str, object]] = []
+    for i in range(n):
+        rec: dict[str, object] = {"n": f"r{int(rng.integers(0, 6))}"}
+        if rng.random() < 0.9:
+            rec["v"] = float(rng.normal()) if rng.random() < 0.5 else int(rng.integers(-9, 9))
+        elif rng.random() < 0.5:
+            rec["v"] = None
+        if rng.random() < 0.6:
+            rec["t"] = float(rng.random()) if rng.random() < 0.9 else -float(rng.integers(1, 5))
+        if rng.random() < 0.1:
+            rec["u"] = "Cel"
+        if i == 0 or rng.random() < 0.03:  # base fields, mostly up front
+            if rng.random() < 0.9:
+                rec["bn"] = rng.choice(["dev1/", "dev}2/", 'q"x/', "", "dev3:"])
+            if rng.random() < 0.8:
+                rec["bt"] = 1.7e9 + float(rng.integers(0, 1000))
+            if rng.random() < 0.3:
+                rec["bv"] = float(rng.integers(0, 5))
+        if rng.random() < 0.02:
+            rec = {"n": "s", "vs": "text"}
+        records.append(rec)
+    option = orjson.OPT_INDENT_2 if rng.random() < 0.1 else 0
+    return orjson.dumps(records, option=option)
+
+
+def test_senml_fast_path_agrees_with_the_general_path() -> None:
+    """The typed fast path is an optimisation only: wherever it takes a pack, it yields what the
+    general path yields; the packs it declines still decode through the general path."""
+    rng = np.random.default_rng(8428)
+    taken = 0
+    for _ in range(600):
+        payload = _random_pack(rng)
+        msg = RawMessage("gw/x", payload, 0, False, 500.0)
+        fast_dec = ReadingDecoder(DecodeSpec(format="senml", key="senml"))
+        general_dec = ReadingDecoder(DecodeSpec(format="senml", key="senml"))
+        try:
+            fast = fast_dec._senml_typed_pack(msg)
+        except Exception as exc:  # noqa: BLE001 (compared with the general path below)
+            with pytest.raises(type(exc)):
+                general_dec._senml_pack(msg)
+            continue
+        if fast is None:
+            continue
+        taken += 1
+        codes, values, times = general_dec._senml_pack(msg)
+        assert [fast_dec.key_table.names[c] for c in fast[0]] == [
+            general_dec.key_table.names[c] for c in codes
+        ], payload
+        np.testing.assert_array_equal(fast[1], values)
+        np.testing.assert_array_equal(fast[2], times)
+    assert taken > 150  # the usual shapes (a third of these packs) really take the fast path
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'[{"bn":"a}","n":"x","v":1},{"n":"y","v":2}]',  # a brace inside the first record
+        b'[{"bn":"a/","n":"x","v":1} ,{"n":"y","v":2}]',  # whitespace after the first record
+        b'[{"bn":"a/","n":"x","v":1},{"n":"y","v":2,"bn":"b/"}]',  # a later base name
+        b'[{"bn":"a/","n":"x","v":1},{"n":"y","vs":"on"}]',  # a string value
+        b'[{"bn":"a/","n":"x","v":1},{"n":"y","v":2,"q":1}]',  # a field outside RFC 8428
+        b'[{"bn":"a/","n":"x","v":1},{"n":"y","v":true}]',  # a wrong type
+    ],
+)
+def test_senml_fast_path_declines_what_it_does_not_describe(payload: bytes) -> None:
+    dec = ReadingDecoder(DecodeSpec(format="senml", key="senml"))
+    assert dec._senml_typed_pack(RawMessage("gw/x", payload, 0, False, 0.0)) is None
