@@ -74,6 +74,13 @@ class Append:
     end_seq: int = 0
 
 
+def _concat(appends: list[Append]) -> list[object]:
+    flat: list[object] = []
+    for op in appends:
+        flat += op.flat
+    return flat
+
+
 @dataclass(slots=True, eq=False)
 class Ack:
     ids: list[int]
@@ -385,8 +392,9 @@ class Writer:
         next_seq = self._committed_seq
         conn.execute("BEGIN IMMEDIATE")
         try:
+            if appends:  # one flat list for the group: fewer, larger statements
+                insert_flat(conn, appends[0].flat if len(appends) == 1 else _concat(appends))
             for op in appends:
-                insert_flat(conn, op.flat)
                 for cls in range(3):
                     delta.depth[cls] += op.counts[cls]
                 delta.nbytes += op.nbytes
