@@ -43,6 +43,7 @@ from edge_runtime.mqtt import MqttLink
 from edge_runtime.plugins._types import Summary
 from edge_runtime.spool import Sender, SenderConfig, SiteWrap, Spool, SpoolConfig, SpoolCore, Wrap
 from edge_runtime.spool._db import INSERT_SQL, connect, insert_flat, read_state
+from edge_runtime.spool._encode import COMPILED
 from edge_runtime.spool.records import pack_message
 from edge_runtime.uplink.envelope import Envelope
 
@@ -500,6 +501,11 @@ async def main() -> None:
             f"target >= 50,000/s: {'ok' if appended.rate >= 50_000 else 'MISSED'}",
         )
         _row("  ratio to the raw limit", f"{appended.rate / raw.limit:.2f} x", "target >= 0.8")
+        _row(
+            "  rows built by",
+            "compiled loop" if COMPILED else "Python loop",
+            "edge_runtime/spool/_rows.c" if COMPILED else "(no C compiler at install)",
+        )
         _row(
             "  ratio to raw, 512 rows per INSERT, bytes blobs", f"{appended.rate / raw.multi:.2f} x"
         )

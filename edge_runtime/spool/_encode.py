@@ -15,6 +15,11 @@ An envelope the fast path does not take as it is (an int timestamp, a value :mod
 refuses) goes through the reference encoder. :class:`SiteWrap` is the usual ``wrap`` of
 :meth:`SpoolCore.append_summaries`; the encoder recognises it and encodes each summary
 directly, without building the intermediate :class:`Envelope`.
+
+The same loop also exists in C (``_rows.c``, built by ``pip install`` where a compiler is
+present; ``COMPILED`` says whether it is). It writes the same bytes about three times faster
+for the common case and hands every other item to the Python loop here, which stays the
+reference for it (tests compare the two row for row).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import struct
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import msgpack
@@ -37,7 +43,16 @@ from edge_runtime.spool.records import (
 )
 from edge_runtime.uplink.envelope import ENVELOPE_SCHEMA, Envelope, envelope_id
 
-__all__ = ["RowEncoder", "SiteWrap"]
+_compiled: ModuleType | None
+try:  # the same loop in C (edge_runtime/spool/_rows.c), built where a compiler is present
+    from edge_runtime.spool import _rows as _compiled
+except ImportError:  # pragma: no cover - depends on the build
+    _compiled = None
+
+__all__ = ["COMPILED", "RowEncoder", "SiteWrap"]
+
+COMPILED = _compiled is not None
+"""Whether the compiled row loop is in use (else the Python loop below, same bytes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +119,20 @@ _JOIN = bytearray().join
 assert (Priority.ALERT, Priority.LIVE, Priority.BACKLOG) == (0, 1, 2)
 
 
-class RowEncoder:
-    """Builds the rows of appended envelopes (see the module doc). One per thread."""
+_CONSTS = (_K_WINDOW_START, _K_WINDOW_END, _K_CREATED_AT, _K_ID32, *_TAIL_PLAIN)
 
-    def __init__(self) -> None:
+
+class RowEncoder:
+    """Builds the rows of appended envelopes (see the module doc). One per thread.
+
+    ``compiled=False`` uses the Python loop even where the compiled one is built (tests
+    compare the two)."""
+
+    def __init__(self, *, compiled: bool = True) -> None:
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
         self._prefixes: dict[tuple[Any, ...], bytes] = {}
         self._streams: dict[str, dict[str, tuple[bytes, str]]] = {}
+        self._compiled = _compiled if compiled else None
 
     def encode_rows(
         self,
@@ -129,9 +151,56 @@ class RowEncoder:
         envelope that cannot be encoded raises (the caller refuses the whole append).
         """
         if wrap is None or type(wrap) is SiteWrap:  # not a subclass: it may call otherwise
-            return self._rows(items, wrap, fixed, seq, out)
+            return self._rows_any(items, wrap, fixed, seq, out)
         wrapped = [wrap(item, seq + i) for i, item in enumerate(items)]
-        return self._rows(wrapped, None, fixed, seq, out)
+        return self._rows_any(wrapped, None, fixed, seq, out)
+
+    def _rows_any(
+        self,
+        items: Sequence[Any],
+        site_wrap: SiteWrap | None,
+        fixed: int | None,
+        seq: int,
+        out: tuple[list[object], list[int]],
+    ) -> tuple[int, int]:
+        """The compiled loop where it is built, else :meth:`_rows`. The compiled loop takes
+        the common case itself and hands any other item to :meth:`_rows`, one at a time."""
+        if self._compiled is None:
+            return self._rows(items, site_wrap, fixed, seq, out)
+
+        def slow(item: Any, at: int) -> int:
+            return self._rows((item,), site_wrap, fixed, at, out)[1]
+
+        wrap_fields = (
+            None
+            if site_wrap is None
+            else (
+                site_wrap.site,
+                site_wrap.version,
+                site_wrap.config_hash,
+                site_wrap.created_at,
+                site_wrap.replayed,
+            )
+        )
+        end, nbytes = self._compiled.encode(
+            items,
+            wrap_fields,
+            -1 if fixed is None else fixed,
+            seq,
+            out[0],
+            out[1],
+            _CONSTS,
+            self._prefixes,
+            self._prefix,
+            self._streams,
+            self._stream_of,
+            envelope_id,
+            slow,
+        )
+        return int(end), int(nbytes)
+
+    def _stream_of(self, pipeline: str, key: str) -> tuple[bytes, str]:
+        return self._stream(self._keys_of(pipeline), pipeline, key)
 
     def _prefix(self, key: tuple[Any, ...]) -> bytes:
         site, version, config_hash, kind, revision, replayed = key

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import math
 import random
+import shutil
+import sys
 import time
 import zlib
 from collections.abc import Mapping
 from dataclasses import replace
-from types import MappingProxyType
+from types import MappingProxyType, SimpleNamespace
 from typing import Any
 
 import msgpack
+import numpy as np
 import pytest
 
 from edge_runtime.plugins._types import Summary
 from edge_runtime.spool import SiteWrap, SpoolConfig, SpoolCore, SpoolError
-from edge_runtime.spool._encode import RowEncoder
+from edge_runtime.spool._encode import COMPILED, RowEncoder
 from edge_runtime.spool.records import (
     PRIORITY_SHIFT,
     encode_payload,
@@ -276,3 +279,58 @@ def test_a_large_group_commits_without_waiting_out_the_interval(spool_config: Sp
         assert min(small) >= 0.045
         assert min(large) < 0.045, large
         assert spool.stats().appended == 1 + 3 * 1510
+
+
+def test_compiled_loop_is_built_where_a_compiler_is() -> None:
+    """scripts/setup builds edge_runtime/spool/_rows.c; the bench figures assume it."""
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert COMPILED
+
+
+@pytest.mark.parametrize("start", SEQ_STARTS)
+def test_compiled_and_python_loops_write_the_same_rows(start: int) -> None:
+    rng = random.Random(start ^ 0x5EED)
+    compiled, python = RowEncoder(), RowEncoder(compiled=False)
+    for _ in range(10):
+        batch = [random_envelope(rng) for _ in range(rng.randrange(1, 40))]
+        fixed = rng.choice([None, None, 0, 2])
+        assert typed(rows_of(compiled, batch, start, fixed=fixed)) == typed(
+            rows_of(python, batch, start, fixed=fixed)
+        )
+        wrap = SiteWrap(rng.choice(["site-1", "日本"]), time.time(), "0.1", "cfg")
+        summaries = [random_summary(rng) for _ in range(rng.randrange(1, 20))]
+        assert typed(rows_of(compiled, summaries, start, wrap=wrap)) == typed(
+            rows_of(python, summaries, start, wrap=wrap)
+        )
+        start += 100
+
+
+def test_compiled_loop_with_numpy_stats_many_pipelines_and_no_leaks() -> None:
+    compiled, python = RowEncoder(), RowEncoder(compiled=False)
+    base = envelopes(1)[0]
+    numpy_stats = replace(base, stats={"mean": np.float64(1.5), "count": 3})
+    # more pipelines than the stream cache keeps: it is cleared under the compiled loop's feet
+    many = [replace(base, pipeline=f"p{i}", key=f"k{i % 7}") for i in range(700)]
+    batch = [numpy_stats, *many, numpy_stats]
+    assert typed(rows_of(compiled, batch, 5000)) == typed(rows_of(python, batch, 5000))
+    probe = replace(base, stats={"a": 1.5, "b": 7})
+    fields = (probe.id, probe.site, probe.pipeline, probe.key, probe.stats, probe.window_start)
+    before = [sys.getrefcount(f) for f in fields]
+    for _ in range(200):
+        rows_of(compiled, [probe] * 5, 70_000)
+    assert [sys.getrefcount(f) for f in fields] == before
+
+
+def test_compiled_loop_reads_other_types_and_odd_keys_as_the_python_loop() -> None:
+    """Items that are not Envelope instances (read by attribute) and a stats key that cannot
+    be UTF-8 encoded (the Python loop decides what happens to it)."""
+    base = envelopes(1)[0]
+    duck = SimpleNamespace(**{name: getattr(base, name) for name in base.__dataclass_fields__})
+    items: list[Any] = [base, duck, base, duck]
+    assert typed(rows_of(RowEncoder(), items, 900)) == typed(
+        rows_of(RowEncoder(compiled=False), items, 900)
+    )
+    odd = replace(base, stats={"ok": 1.0, "\ud800": 2.0})
+    for encoder in (RowEncoder(), RowEncoder(compiled=False)):
+        with pytest.raises(UnicodeEncodeError):
+            rows_of(encoder, [odd], 900)
