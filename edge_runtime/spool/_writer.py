@@ -55,7 +55,7 @@ _CAP_BUDGET_S = 0.25
 # nothing arrived for _EARLY_GAP_S (instead of waiting out commit_interval_ms): its fsync is
 # shared widely enough, and waiting on only delays appends that are all already in.
 _EARLY_RECORDS = 1000
-_EARLY_GAP_S = 0.001
+_EARLY_GAP_S = 0.00025
 
 
 @dataclass(slots=True, eq=False)
@@ -244,14 +244,33 @@ class Writer:
                 if self._call(op):
                     return
                 continue
-            batch: list[Append | Ack] = [op]
-            nrows = len(op.items) if isinstance(op, Append) else len(op.ids)
+            # Gather the group. Appends are encoded as they arrive (sequence numbers in arrival
+            # order, from the last committed one), so that encoding fills the time spent
+            # waiting for more work instead of adding to it.
+            batch: list[Append | Ack] = []
+            nrows = 0
+            seq = self._committed_seq
+            encode_s = 0.0
             deadline = op.enqueued + self._linger
             deferred: Call | None = None
-            while nrows < self.config.max_batch:
-                wait = deadline - time.perf_counter()
-                if nrows >= _EARLY_RECORDS and wait > _EARLY_GAP_S:
-                    wait = _EARLY_GAP_S
+            nxt: Op = op
+            while True:
+                arrived = time.perf_counter()
+                if isinstance(nxt, Ack):
+                    batch.append(nxt)
+                    nrows += len(nxt.ids)
+                elif isinstance(nxt, Append):
+                    if self._full or self._encode_op(nxt, seq):  # refused when full: _commit
+                        batch.append(nxt)
+                        nrows += len(nxt.items)
+                        seq = max(seq, nxt.end_seq)
+                    encode_s += time.perf_counter() - arrived
+                if nrows >= self.config.max_batch:
+                    break
+                now = time.perf_counter()
+                wait = deadline - now
+                if nrows >= _EARLY_RECORDS:
+                    wait = min(wait, arrived + _EARLY_GAP_S - now)
                 try:
                     nxt = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                 except queue.Empty:
@@ -259,9 +278,7 @@ class Writer:
                 if isinstance(nxt, Call):
                     deferred = nxt  # reads see committed data: commit first
                     break
-                batch.append(nxt)
-                nrows += len(nxt.items) if isinstance(nxt, Append) else len(nxt.ids)
-            self._commit(batch)
+            self._commit(batch, encode_s)
             if deferred is not None and self._call(deferred):
                 return
             if time.monotonic() >= self._next_maintenance:
@@ -300,7 +317,8 @@ class Writer:
         self._adopt(rebuild(self.path, self.config, reason=str(exc), next_seq=self._committed_seq))
         self._notify()
 
-    def _commit(self, batch: list[Append | Ack]) -> None:
+    def _commit(self, batch: list[Append | Ack], encode_s: float) -> None:
+        """Write a gathered group (its appends already encoded) in one transaction."""
         appends = [op for op in batch if isinstance(op, Append)]
         acks = [op for op in batch if isinstance(op, Ack)]
         if self._full and appends:
@@ -313,9 +331,8 @@ class Writer:
                 op.future.set_exception(error)
             self.figures.rejected(sum(len(op.items) for op in appends))
             appends = []
-        started = time.perf_counter()
-        appends = self._encode(appends)
         encoded = time.perf_counter()
+        started = encoded - encode_s  # encoding happened while the group gathered
         if not appends and not acks:
             return
         for attempt in (1, 2):
@@ -355,29 +372,26 @@ class Writer:
             self._notify()
         self._check_cap()  # after the callers were answered
 
-    def _encode(self, appends: list[Append]) -> list[Append]:
-        """Assign sequence numbers and encode; an op that cannot be encoded fails alone."""
-        encode_rows = self._encoder.encode_rows
-        seq = self._committed_seq
-        ready: list[Append] = []
-        for op in appends:
-            flat: list[object] = []
-            counts = [0, 0, 0]
-            try:
-                end, nbytes = encode_rows(op.items, op.wrap, op.priority, seq, (flat, counts))
-            except Exception as exc:  # noqa: BLE001 - the caller's data or wrap: its error
-                error = SpoolError(
-                    f"append refused, an envelope cannot be encoded: {exc!r}; stats must be "
-                    "numbers or None and attrs plain data",
-                    path=str(self.path),
-                )
-                error.__cause__ = exc
-                op.future.set_exception(error)
-                continue
-            op.flat, op.counts, op.nbytes, op.first_seq, op.end_seq = flat, counts, nbytes, seq, end
-            seq = end
-            ready.append(op)
-        return ready
+    def _encode_op(self, op: Append, seq: int) -> bool:
+        """Encode ``op`` with sequence numbers from ``seq`` on; False (and the op's future
+        failed) when it cannot be encoded: it fails alone and uses up no numbers."""
+        flat: list[object] = []
+        counts = [0, 0, 0]
+        try:
+            end, nbytes = self._encoder.encode_rows(
+                op.items, op.wrap, op.priority, seq, (flat, counts)
+            )
+        except Exception as exc:  # noqa: BLE001 - the caller's data or wrap: its error
+            error = SpoolError(
+                f"append refused, an envelope cannot be encoded: {exc!r}; stats must be "
+                "numbers or None and attrs plain data",
+                path=str(self.path),
+            )
+            error.__cause__ = exc
+            op.future.set_exception(error)
+            return False
+        op.flat, op.counts, op.nbytes, op.first_seq, op.end_seq = flat, counts, nbytes, seq, end
+        return True
 
     def _fail_batch(self, appends: list[Append], acks: list[Ack], error: SpoolError) -> None:
         for append in appends:

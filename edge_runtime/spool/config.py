@@ -84,7 +84,7 @@ class SpoolConfig(BaseModel):
         description=(
             "Group commit: the longest an append waits for other appends to share its "
             "transaction and fsync. 0 commits as soon as the writer thread is free. A group "
-            "that already holds 1,000 records commits once no more work arrived for 1 ms."
+            "that already holds 1,000 records commits once no more work arrived for 0.25 ms."
         ),
     )
     max_batch: int = Field(
