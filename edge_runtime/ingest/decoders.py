@@ -282,21 +282,25 @@ class ReadingDecoder:
         times = np.concatenate(([head.t], times))
         if head.bt is not None:
             times += head.bt
-        relative = times < _SENML_RELATIVE_LIMIT
-        if relative.any():
-            times[relative] += msg.received_at
-        if self._key_kind == "topic":
-            levels = msg.topic.split("/")
-            try:
-                codes = np.full(n, self.key_table[levels[self._key_level]], dtype=np.int32)
-            except IndexError as exc:
-                raise DecodeError("missing_field", "topic has too few levels for the key") from exc
-        elif self._key_kind == "const":
-            codes = np.full(n, self.key_table[self._key_const], dtype=np.int32)
-        else:
+        _resolve_relative(times, msg.received_at)
+        codes = self._pack_key_codes(msg, n)
+        if codes is None:
             view = self.key_table.prefixed(base)
             codes = np.fromiter(map(view.__getitem__, names), dtype=np.int32, count=n)
         return codes, values, times
+
+    def _pack_key_codes(self, msg: RawMessage, n: int) -> npt.NDArray[np.int32] | None:
+        """Key codes of a pack whose key comes from the topic or a constant; None when the
+        key is the SenML name (the caller resolves names)."""
+        if self._key_kind == "topic":
+            levels = msg.topic.split("/")
+            try:
+                return np.full(n, self.key_table[levels[self._key_level]], dtype=np.int32)
+            except IndexError as exc:
+                raise DecodeError("missing_field", "topic has too few levels for the key") from exc
+        if self._key_kind == "const":
+            return np.full(n, self.key_table[self._key_const], dtype=np.int32)
+        return None
 
     def _senml_pack(
         self, msg: RawMessage
@@ -342,18 +346,16 @@ class ReadingDecoder:
                 count=n,
             )
             values[other] = math.inf
-        relative = times < _SENML_RELATIVE_LIMIT
-        if relative.any():
-            times[relative] += msg.received_at
-        if self._key_kind == "topic":
-            levels = msg.topic.split("/")
-            try:
-                codes = np.full(n, self.key_table[levels[self._key_level]], dtype=np.int32)
-            except IndexError as exc:
-                raise DecodeError("missing_field", "topic has too few levels for the key") from exc
-        elif self._key_kind == "const":
-            codes = np.full(n, self.key_table[self._key_const], dtype=np.int32)
-        return codes, values, times
+        _resolve_relative(times, msg.received_at)
+        keyed = self._pack_key_codes(msg, n)
+        return (codes if keyed is None else keyed), values, times
+
+
+def _resolve_relative(times: npt.NDArray[np.float64], received_at: float) -> None:
+    """SenML times below 2**28 are relative to now (RFC 8428 4.5.3): the receive time."""
+    relative = times < _SENML_RELATIVE_LIMIT
+    if relative.any():
+        times[relative] += received_at
 
 
 def _senml_codes(
