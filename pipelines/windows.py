@@ -59,3 +59,9 @@ class WindowPipeline(Pipeline[WindowConfig]):
 
     def gauges(self) -> dict[str, float]:
         return self.store.gauges(self.context.clock.time())
+
+    def correction_horizon_s(self) -> float | None:
+        window = self.config.window
+        if window.late_policy != "correct":
+            return None
+        return window.allowed_lateness_s + window.correction_horizon_s

@@ -176,3 +176,10 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
     def gauges(self) -> dict[str, float]:
         """Point-in-time figures exported as ``edge_pipeline_gauge{pipeline, name}``."""
         return {}
+
+    def correction_horizon_s(self) -> float | None:
+        """How long after a window's end this pipeline may still emit a correction of it;
+        None when it never corrects. The site keeps the spool from compacting summaries younger
+        than the largest horizon, so that a correction never finds its window already merged
+        into a coarser one (the core would then count the window's data twice)."""
+        return None

@@ -32,7 +32,7 @@ from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.plugins._types import RawMessage, Summary
 from edge_runtime.plugins.api import Pipeline, PipelineContext
-from edge_runtime.spool import Sender, SenderConfig, Spool
+from edge_runtime.spool import Sender, SenderConfig, Spool, SpoolConfig
 from edge_runtime.uplink.base import Uplink
 from edge_runtime.uplink.memory import MemoryUplink
 from edge_runtime.uplink.seq import SeqAllocator
@@ -385,6 +385,26 @@ class SiteRuntime:
             await self._emit_all(operator.methodcaller("on_tick", now))
 
 
+def spool_config(runtime: SiteRuntime) -> SpoolConfig:
+    """The site's spool config, with compaction held off for as long as a pipeline may still
+    correct a window (see :meth:`Pipeline.correction_horizon_s`)."""
+    config = runtime.config.spool
+    horizons = [slot.pipeline.correction_horizon_s() for slot in runtime.slots]
+    horizon = max((h for h in horizons if h is not None), default=0.0)
+    compaction = config.compaction
+    if not compaction.enabled or horizon <= compaction.min_age_s:
+        return config
+    log.info(
+        "spool: compaction.min_age_s raised from %.0f s to %.0f s: a pipeline may still "
+        "correct a window that long after its end",
+        compaction.min_age_s,
+        horizon,
+    )
+    return config.model_copy(
+        update={"compaction": compaction.model_copy(update={"min_age_s": horizon})}
+    )
+
+
 def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
     """The spooled uplink (store and forward), or the in-memory one when it is switched off."""
     cfg = runtime.config
@@ -401,7 +421,7 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
             clock=clock,
         )
     up = cfg.uplink
-    spool = Spool(cfg.spool, data_dir=cfg.data_dir, clock=runtime.clock)
+    spool = Spool(spool_config(runtime), data_dir=cfg.data_dir, clock=runtime.clock)
     sender = Sender(
         spool,
         link,

@@ -37,7 +37,9 @@ class CompactionConfig(BaseModel):
         ge=0,
         description=(
             "Only summaries created at least this many seconds ago are compacted, so fresh "
-            "data keeps its full resolution."
+            "data keeps its full resolution. A site raises it to its pipelines' longest "
+            "correction horizon (windows with late_policy 'correct': allowed_lateness_s + "
+            "correction_horizon_s), so that no correction meets its window already compacted."
         ),
     )
 

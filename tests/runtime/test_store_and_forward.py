@@ -22,6 +22,8 @@ import aiomqtt
 import orjson
 
 from edge_runtime.broker import MosquittoProcess
+from edge_runtime.runtime import SiteRuntime
+from edge_runtime.runtime.site import spool_config
 from edge_runtime.uplink import Envelope
 from tests.support import Collector, load, running_site, site_toml
 
@@ -159,3 +161,21 @@ async def test_sigkill_twenty_times_with_the_core_down(
             await feeder
     unique = check_order(collector.envelopes)
     assert {e.seq for e in unique.values()} >= set(range(1, accepted + 1))
+
+
+def test_compaction_waits_out_the_longest_correction_horizon(
+    site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """A correction must never meet its window already compacted into a coarser one (the
+    core would count that window's data twice): the site holds compaction off for as long as
+    any pipeline may still correct a window."""
+    correcting = PIPELINE.replace(
+        "allowed_lateness_s = 0,",
+        'allowed_lateness_s = 30, late_policy = "correct", correction_horizon_s = 7200,',
+    )
+    dropping = PIPELINE.replace('name = "flow"', 'name = "other"')
+    extra = "[spool.compaction]\nmin_age_s = 600"
+    for pipelines, want in ((correcting + dropping, 7230.0), (dropping, 600.0)):
+        loaded = load(site_toml(site_broker, core_broker, tmp_path, pipelines, extra=extra))
+        assert loaded.site.spool.compaction.min_age_s == 600.0
+        assert spool_config(SiteRuntime(loaded)).compaction.min_age_s == want
