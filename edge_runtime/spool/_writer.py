@@ -253,17 +253,19 @@ class Writer:
             encode_s = 0.0
             deadline = op.enqueued + self._linger
             deferred: Call | None = None
-            nxt: Op = op
+            nxt: Append | Ack = op
             while True:
                 arrived = time.perf_counter()
                 if isinstance(nxt, Ack):
                     batch.append(nxt)
                     nrows += len(nxt.ids)
-                elif isinstance(nxt, Append):
-                    if self._full or self._encode_op(nxt, seq):  # refused when full: _commit
-                        batch.append(nxt)
-                        nrows += len(nxt.items)
-                        seq = max(seq, nxt.end_seq)
+                elif self._full:  # refused unencoded in _commit
+                    batch.append(nxt)
+                    nrows += len(nxt.items)
+                elif self._encode_op(nxt, seq):  # else its future holds the error
+                    batch.append(nxt)
+                    nrows += len(nxt.items)
+                    seq = nxt.end_seq
                     encode_s += time.perf_counter() - arrived
                 if nrows >= self.config.max_batch:
                     break
@@ -272,12 +274,13 @@ class Writer:
                 if nrows >= _EARLY_RECORDS:
                     wait = min(wait, arrived + _EARLY_GAP_S - now)
                 try:
-                    nxt = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+                    got = q.get(timeout=wait) if wait > 0 else q.get_nowait()
                 except queue.Empty:
                     break
-                if isinstance(nxt, Call):
-                    deferred = nxt  # reads see committed data: commit first
+                if isinstance(got, Call):
+                    deferred = got  # reads see committed data: commit first
                     break
+                nxt = got
             self._commit(batch, encode_s)
             if deferred is not None and self._call(deferred):
                 return
