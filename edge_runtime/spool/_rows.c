@@ -241,7 +241,7 @@ typedef struct {
 } PrefixKey;
 
 /* encode(items, wrap_fields, fixed, seq, flat, counts, consts, prefixes, prefix_fn, streams,
- *        stream_fn, eid_fn, crc_fn, slow) -> (next_seq, nbytes)
+ *        stream_fn, eid_fn, slow) -> (next_seq, nbytes)
  *
  * wrap_fields: None (items are envelopes) or (site, version, config_hash, created_at,
  *              replayed) of a SiteWrap (items are summaries; eid_fn(site, item) gives ids).
@@ -497,6 +497,7 @@ static PyObject *encode(PyObject *self, PyObject *args) {
             } else {
                 cls = is_backlog ? 2 : 1;
             }
+            /* the row id: priority class << 56 | seq (records.PRIORITY_SHIFT; tests check it) */
             PyObject *rid = PyLong_FromUnsignedLongLong(((unsigned long long)cls << 56) | seq);
             int failed = crc == NULL || rid == NULL;
             failed = failed || PyList_Append(flat, rid) < 0;
