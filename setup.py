@@ -15,6 +15,13 @@ setup(
             sources=["edge_runtime/spool/_rows.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "edge_runtime.spool._txn",
+            sources=["edge_runtime/spool/_txn.c"],
+            extra_compile_args=["-O2"],
+            libraries=["dl", "pthread"],
+            optional=True,
+        ),
     ]
 )

@@ -6,6 +6,7 @@ Only the spool's writer thread touches these connections.
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import zlib
 from collections.abc import Iterable, Sequence
@@ -14,12 +15,19 @@ from pathlib import Path
 
 from edge_runtime.spool.records import PRIORITY_SHIFT, SEQ_MASK
 
+try:  # the transaction in C, without the GIL (edge_runtime/spool/_txn.c); see GroupCommit
+    from edge_runtime.spool import _txn
+except ImportError:  # not built (no compiler): inserts go through the sqlite3 module
+    _txn = None  # type: ignore[assignment]
+
 __all__ = [
     "INSERT_OR_IGNORE_SQL",
     "INSERT_SQL",
     "ROW_WIDTH",
     "SCHEMA_VERSION",
+    "STATE_SQL",
     "CopyResult",
+    "GroupCommit",
     "State",
     "connect",
     "copy_readable",
@@ -48,6 +56,8 @@ _MULTI_SQL = {
     for n in _CHUNKS
 }
 
+
+_INSERT_SQLS = tuple(_MULTI_SQL[n] for n in _CHUNKS)  # most rows first, as _txn.commit wants
 
 _DELETE_SQL = {  # placeholders only, no data in the text
     n: "DELETE FROM records WHERE id IN (" + ", ".join(["?"] * n) + ")"  # noqa: S608
@@ -180,14 +190,128 @@ def read_state(conn: sqlite3.Connection) -> State:
     )
 
 
+STATE_SQL = "UPDATE state SET next_seq = ?, depth0 = ?, depth1 = ?, depth2 = ?, payload_bytes = ?"
+
+
 def write_state(
     conn: sqlite3.Connection, next_seq: int, depth: Sequence[int], payload_bytes: int
 ) -> None:
     """Update the state row inside the caller's transaction."""
-    conn.execute(
-        "UPDATE state SET next_seq = ?, depth0 = ?, depth1 = ?, depth2 = ?, payload_bytes = ?",
-        (next_seq, depth[0], depth[1], depth[2], payload_bytes),
-    )
+    conn.execute(STATE_SQL, (next_seq, depth[0], depth[1], depth[2], payload_bytes))
+
+
+def _attach() -> str | None:
+    """Make the compiled transaction usable; None when it is, else why not."""
+    if _txn is None:
+        return "edge_runtime.spool._txn is not built"
+    try:
+        import _sqlite3  # noqa: PLC0415 - the module whose SQLite library _txn must use
+
+        _txn.attach(str(_sqlite3.__file__), sqlite3.Connection)
+    except (ImportError, AttributeError, TypeError) as exc:
+        return str(exc)
+    return None
+
+
+_UNAVAILABLE = _attach()
+
+
+class GroupCommit:
+    """The spool's append transactions run by a native committer thread (``_txn.c``) on the
+    spool's own connection, without the GIL: BEGIN IMMEDIATE, the rows of each append as soon
+    as it is encoded, the state row, COMMIT (the group's fsync).
+
+    The same statements as :func:`insert_flat` and :func:`write_state` with the same
+    durability. The writer thread queues work with :meth:`rows` and :meth:`commit` and goes on
+    encoding; :meth:`wait` (in a thread of its own) reports each commit's outcome. After a
+    failure the committer rolls back and skips queued work until :meth:`reset`.
+    :meth:`for_connection` returns None where the compiled module is not built or cannot vouch
+    for the connection; the spool then writes through the sqlite3 module.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._committer = _txn.Committer(conn, _INSERT_SQLS, STATE_SQL)
+
+    @staticmethod
+    def unavailable() -> str | None:
+        """Why the compiled transaction cannot be used in this process (None: it can)."""
+        return _UNAVAILABLE
+
+    @classmethod
+    def for_connection(cls, conn: sqlite3.Connection, path: Path) -> GroupCommit | None:
+        """A GroupCommit for ``conn`` (opened on ``path``), or None (logged) where its handle
+        does not describe that connection."""
+        if _txn is None or _UNAVAILABLE is not None:
+            return None
+        try:
+            name, autocommit, changes = _txn.describe(conn)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            log.warning("spool: writing through the sqlite3 module (%s)", exc)
+            return None
+        expected = (os.path.realpath(path), not conn.in_transaction, conn.total_changes)
+        seen = (os.path.realpath(name) if name else "", bool(autocommit), changes)
+        if seen != expected:
+            log.warning(
+                "spool: the compiled transaction does not see this connection as Python does "
+                "(%r, expected %r); writing through the sqlite3 module",
+                seen,
+                expected,
+            )
+            return None
+        try:
+            return cls(conn)
+        except (ValueError, OSError) as exc:
+            log.warning("spool: writing through the sqlite3 module (%s)", exc)
+            return None
+
+    def rows(self, flat: list[object]) -> None:
+        """Queue rows (:data:`ROW_WIDTH` values each; ``flat`` must not change afterwards)
+        for the open transaction; raises TypeError for a value it cannot bind."""
+        self._committer.rows(flat)
+
+    def commit(
+        self, next_seq: int, depth: Sequence[int], payload_bytes: int, token: object
+    ) -> None:
+        """Queue the state row and COMMIT; :meth:`wait` reports the outcome with ``token``."""
+        self._committer.commit([next_seq, depth[0], depth[1], depth[2], payload_bytes], token)
+
+    def reset(self) -> None:
+        self._committer.reset()
+
+    def pending(self) -> int:
+        """How many :meth:`rows` calls are not inserted yet."""
+        return self._committer.pending()
+
+    def wait(self) -> list[tuple[object, sqlite3.Error | None, int, float]] | None:
+        """Block until commits finished: (token, error or None, bytes of pages in use after
+        it or -1, the committer's time on the group); None once closed."""
+        done = self._committer.wait()
+        if done is None:
+            return None
+        return [
+            (token, None if failed is None else sqlite_error(*failed), used, busy)
+            for token, failed, used, busy in done
+        ]
+
+    def close(self) -> None:
+        """Finish the queued work (a group left open is rolled back), stop the thread and
+        finalize the statements; before the connection is closed."""
+        self._committer.close()
+
+
+def sqlite_error(code: int, message: str) -> sqlite3.Error:
+    """The exception the sqlite3 module raises for an extended result ``code``."""
+    primary = code & 0xFF
+    cls: type[sqlite3.Error]
+    if primary in _CORRUPTION_CODES:
+        cls = sqlite3.DatabaseError
+    elif primary == sqlite3.SQLITE_CONSTRAINT:
+        cls = sqlite3.IntegrityError
+    else:
+        cls = sqlite3.OperationalError
+    exc = cls(message)
+    exc.sqlite_errorcode = code
+    return exc
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
