@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 
 from edge_runtime.clock import Clock
-from edge_runtime.spool._db import insert_flat, is_corruption, used_bytes, write_state
+from edge_runtime.spool._db import (
+    GroupCommit,
+    insert_flat,
+    is_corruption,
+    used_bytes,
+    write_state,
+)
 from edge_runtime.spool._encode import RowEncoder
 from edge_runtime.spool._lease import LeaseBook
 from edge_runtime.spool._maintenance import (
@@ -42,7 +48,7 @@ from edge_runtime.spool.records import PRIORITY_SHIFT, Priority, SpoolRecord
 from edge_runtime.spool.stats import Figures, SpoolStats
 from edge_runtime.uplink.envelope import Envelope
 
-__all__ = ["Ack", "Append", "Call", "Gate", "Op", "Writer", "new_future"]
+__all__ = ["Ack", "Append", "Call", "Done", "Gate", "Op", "Writer", "new_future"]
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +101,33 @@ class Call:
     stop: bool = False
 
 
-Op = Append | Ack | Call
+@dataclass(slots=True, eq=False)
+class InFlight:
+    """An append group written by the committer thread (see Writer._gather): its rows go
+    into the open transaction as they are encoded; once the group is closed, its state row and
+    COMMIT follow."""
+
+    commit: GroupCommit
+    appends: list[Append] = field(default_factory=list)
+    delta: Delta = field(default_factory=Delta)
+    next_seq: int = 0
+    started: float = 0.0
+    encoded: float = 0.0
+    busy_s: float = 0.0  # the committer's time on it
+    used_bytes: int = 0  # the file's pages in use after the commit
+    done_at: float = 0.0
+    error: BaseException | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(slots=True, eq=False)
+class Done:
+    """Posted by the committer thread when ``job`` is written (or failed): wakes the writer."""
+
+    job: InFlight
+
+
+Op = Append | Ack | Call | Done
 
 
 def new_future() -> Future[Any]:
@@ -134,6 +166,14 @@ class Writer:
         self._conn: sqlite3.Connection | None = None
         self._committed_seq = 1  # the next sequence number; stored in the state row
         self._encoder = RowEncoder()
+        self._group_commit: GroupCommit | None = None
+        self._in_flight: InFlight | None = None
+        self._notifier: threading.Thread | None = None
+        self._open: InFlight | None = None  # the group being gathered and streamed
+        self._batch: list[Append | Ack] = []  # the group being gathered
+        self._cap_due = False
+        self._pending: Op | None = None  # an op that closed a group and starts the next
+        self._gathering = False
         self._book = LeaseBook()
         self._linger = config.commit_interval_ms / 1000.0
         self._next_maintenance = 0.0
@@ -195,16 +235,30 @@ class Writer:
             self._loop()
         except Exception as exc:
             log.exception("spool %s: the writer thread failed; the spool refuses work", self.path)
-            self._fail_all(SpoolError(f"the spool writer failed: {exc!r}", path=str(self.path)))
+            error = SpoolError(f"the spool writer failed: {exc!r}", path=str(self.path))
+            self._abandon_in_flight(error)
+            self._fail_all(error)
         finally:
-            if self._conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    self._conn.close()
-                self._conn = None
+            self._abandon_in_flight(SpoolClosedError("the spool was closed", path=str(self.path)))
+            self._close_conn()
+
+    def _close_conn(self) -> None:
+        """Close the connection (the committer's statements first)."""
+        self._stop_group_commit()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
 
     def _adopt(self, opened: Opened) -> None:
         """Take over a freshly opened (or rebuilt) connection and what opening it found."""
         self._conn = opened.conn
+        self._group_commit = (
+            GroupCommit.for_connection(opened.conn, self.path)
+            if self.config.compiled_commit
+            else None
+        )
+        self.figures.compiled_commit = self._group_commit is not None
         self._committed_seq = max(self._committed_seq, opened.next_seq)
         self._book = LeaseBook()
         self._book.set_mark(opened.next_seq - 1)  # everything pending at open is backlog
@@ -228,64 +282,296 @@ class Writer:
                 op = self._gate.queue.get_nowait()
             except queue.Empty:
                 return
-            if not op.future.done():
+            if not isinstance(op, Done) and not op.future.done():
                 op.future.set_exception(error)
 
     def _loop(self) -> None:
         q = self._gate.queue
         while True:
-            timeout = max(0.0, self._next_maintenance - time.monotonic())
-            try:
-                op = q.get(timeout=timeout)
-            except queue.Empty:
-                self._maintain(force=False)
+            op: Op | None = self._pending
+            self._pending = None
+            if op is None:
+                timeout = max(0.0, self._next_maintenance - time.monotonic())
+                try:
+                    op = q.get(timeout=timeout)
+                except queue.Empty:
+                    self._await_in_flight()
+                    self._maintain(force=False)
+                    continue
+            if isinstance(op, Done):
+                self._finish(op.job)
                 continue
             if isinstance(op, Call):
+                self._await_in_flight()  # calls see committed data
                 if self._call(op):
                     return
                 continue
-            # Gather the group. Appends are encoded as they arrive (sequence numbers in arrival
-            # order, from the last committed one), so that encoding fills the time spent
-            # waiting for more work instead of adding to it.
-            batch: list[Append | Ack] = []
-            nrows = 0
-            seq = self._committed_seq
-            encode_s = 0.0
-            deadline = op.enqueued + self._linger
-            deferred: Call | None = None
-            nxt: Append | Ack = op
-            while True:
-                arrived = time.perf_counter()
-                if isinstance(nxt, Ack):
-                    batch.append(nxt)
-                    nrows += len(nxt.ids)
-                elif self._full:  # refused unencoded in _commit
-                    batch.append(nxt)
-                    nrows += len(nxt.items)
-                elif self._encode_op(nxt, seq):  # else its future holds the error
-                    batch.append(nxt)
-                    nrows += len(nxt.items)
-                    seq = nxt.end_seq
-                    encode_s += time.perf_counter() - arrived
-                if nrows >= self.config.max_batch:
-                    break
-                now = time.perf_counter()
-                wait = deadline - now
-                if nrows >= _EARLY_RECORDS:
-                    wait = min(wait, arrived + _EARLY_GAP_S - now)
-                try:
-                    got = q.get(timeout=wait) if wait > 0 else q.get_nowait()
-                except queue.Empty:
-                    break
-                if isinstance(got, Call):
-                    deferred = got  # reads see committed data: commit first
-                    break
-                nxt = got
-            self._commit(batch, encode_s)
-            if deferred is not None and self._call(deferred):
-                return
+            if self._cap_due:  # a commit found the file past its cap while the committer
+                self._await_in_flight()  # held the connection: enforce it now
+                self._cap_due = False
+                self._check_cap()
+            deferred = self._gather(op)
+            if deferred is not None:
+                self._await_in_flight()
+                if self._call(deferred):
+                    return
             if time.monotonic() >= self._next_maintenance:
+                self._await_in_flight()
                 self._maintain(force=False)
+
+    def _gather(self, op: Append | Ack) -> Call | None:  # noqa: PLR0915 - one loop, per append
+        """Gather and write the group that starts with ``op``: what arrives until it is full,
+        until nothing arrived for a moment once it is large, or until ``commit_interval_ms``
+        after ``op``. Returns a call that closed it early (reads see committed data: it runs
+        once the group is committed).
+
+        Appends are encoded as they arrive (sequence numbers in arrival order, after those of
+        the group still being committed). With the compiled transaction each encoded append
+        goes at once to the committer thread, which inserts it into the group's open
+        transaction without the GIL while the next one is encoded; closing the group sends
+        the state row and COMMIT, and the writer goes on with the next group while that
+        commits (its callers are answered in :meth:`_finish`). Without it, or for a group
+        with acks, the writer writes the group itself once it is closed.
+        """
+        q = self._gate.queue
+        batch: list[Append | Ack] = []
+        self._batch = batch
+        self._gathering = True
+        nrows = 0
+        seq = self._encode_from()
+        encode_s = 0.0
+        deadline = op.enqueued + self._linger
+        stream = self._group_commit is not None
+        nxt: Append | Ack | None = op
+        deferred: Call | None = None
+        arrived = time.perf_counter()
+        while True:
+            if nxt is None:
+                pass
+            elif isinstance(nxt, Ack):
+                if self._open is not None:  # rows are streaming: the ack starts the next group
+                    self._pending = nxt
+                    break
+                stream = False  # the writer writes this group itself (deletes are Python's)
+                batch.append(nxt)
+                nrows += len(nxt.ids)
+            elif self._full:  # refused unencoded when written
+                batch.append(nxt)
+                nrows += len(nxt.items)
+            elif self._encode_op(nxt, seq):  # else its future holds the error
+                batch.append(nxt)
+                nrows += len(nxt.items)
+                seq = nxt.end_seq
+                encode_s += time.perf_counter() - arrived
+                if stream:
+                    self._stream(nxt)
+            if nrows >= self.config.max_batch:
+                break
+            now = time.perf_counter()
+            wait = deadline - now
+            if nrows >= _EARLY_RECORDS:
+                wait = min(wait, arrived + _EARLY_GAP_S - now)
+                gc = self._group_commit
+                if wait <= 0 < deadline - now and self._open is not None and gc and gc.pending():
+                    # the committer is still inserting: closing now would not commit any
+                    # sooner, and what arrives meanwhile shares the fsync
+                    wait = _EARLY_GAP_S
+            try:
+                got = q.get(timeout=wait) if wait > 0 else q.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(got, Call):
+                deferred = got
+                break
+            nxt = None
+            if isinstance(got, Done):
+                if self._finish(got.job):  # it failed: its numbers are free again
+                    encode_s += self._restream(batch)
+                    seq = self._batch_end(batch)
+            else:
+                nxt = got
+                arrived = time.perf_counter()
+        self._gathering = False
+        self._close(batch, encode_s)
+        self._batch = []
+        return deferred
+
+    def _stream(self, op: Append) -> None:
+        """Queue an encoded append's rows for the group's open transaction."""
+        gc = self._group_commit
+        if gc is None:
+            return
+        try:
+            gc.rows(op.flat)
+        except (TypeError, ValueError, OverflowError) as exc:
+            self._give_up_compiled(exc)
+            return
+        if self._open is None:
+            self._open = InFlight(gc)
+            self._start_notifier(gc)
+
+    def _give_up_compiled(self, exc: Exception) -> None:
+        """The compiled transaction refused rows: write through the sqlite3 module from now on
+        (the group being gathered included; the committer rolls back what it had of it)."""
+        log.error(
+            "spool %s: the compiled transaction refused rows (%r); writing through the sqlite3 "
+            "module from now on",
+            self.path,
+            exc,
+        )
+        self._stop_group_commit()
+        self._open = None
+        self.figures.compiled_commit = False
+
+    def _close(self, batch: list[Append | Ack], encode_s: float) -> None:
+        """The group is complete: commit it (streamed: send its commit to the committer)."""
+        if self._in_flight is not None and self._await_in_flight():
+            encode_s += self._restream(batch)  # the group before failed
+        job, self._open = self._open, None
+        if job is None:
+            self._commit(batch, encode_s)
+            return
+        job.appends = [op for op in batch if isinstance(op, Append)]
+        job.encoded = time.perf_counter()
+        job.started = job.encoded - encode_s
+        delta, next_seq = job.delta, self._committed_seq
+        for op in job.appends:
+            for cls in range(3):
+                delta.depth[cls] += op.counts[cls]
+            delta.nbytes += op.nbytes
+            next_seq = max(next_seq, op.end_seq)
+        job.next_seq = next_seq
+        depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
+        self._in_flight = job
+        job.commit.commit(next_seq, depth, self.figures.payload_bytes + delta.nbytes, job)
+
+    def _batch_end(self, batch: list[Append | Ack]) -> int:
+        seq = self._encode_from()
+        for op in batch:
+            if isinstance(op, Append) and op.end_seq:
+                seq = max(seq, op.end_seq)
+        return seq
+
+    def _encode_from(self) -> int:
+        """The next sequence number to encode with: after the group being committed, if any."""
+        job = self._in_flight
+        return job.next_seq if job is not None else self._committed_seq
+
+    def _restream(self, batch: list[Append | Ack]) -> float:
+        """The group committed before ``batch`` failed: the committer skipped ``batch``'s
+        rows, and their numbers must follow on from the last committed one. Number its
+        appends again and stream them anew (or leave them to the writer, if the compiled
+        transaction was given up). Returns the time it took."""
+        started = time.perf_counter()
+        self._open = None
+        seq = self._committed_seq
+        kept: list[Append | Ack] = []
+        for op in batch:
+            if isinstance(op, Append) and op.end_seq:
+                if not self._encode_op(op, seq):
+                    continue  # failed alone (its future holds the error)
+                seq = op.end_seq
+                self._stream(op)
+            kept.append(op)
+        batch[:] = kept
+        return time.perf_counter() - started
+
+    # -- the committer: inserts a group's rows while the writer encodes more ---------------
+
+    def _start_notifier(self, gc: GroupCommit) -> None:
+        """The thread that turns the committer's outcomes into Done ops for the writer."""
+        if self._notifier is None:
+            self._notifier = threading.Thread(
+                target=self._notify_thread,
+                args=(gc,),
+                name=f"spool-commit:{self.path.name}",
+                daemon=True,
+            )
+            self._notifier.start()
+
+    def _notify_thread(self, gc: GroupCommit) -> None:
+        while (done := gc.wait()) is not None:
+            for token, error, used, busy_s in done:
+                job = cast(InFlight, token)
+                job.error, job.used_bytes, job.busy_s = error, used, busy_s
+                job.done_at = time.perf_counter()
+                job.finished.set()
+                self._gate.queue.put(Done(job))
+
+    def _stop_group_commit(self) -> None:
+        """Let the committer finish what is queued, then stop it and its notifier."""
+        gc, self._group_commit = self._group_commit, None
+        if gc is not None:
+            gc.close()
+        if self._notifier is not None:
+            self._notifier.join()
+            self._notifier = None
+
+    def _abandon_in_flight(self, error: SpoolError) -> None:
+        """The writer stops: answer the callers of the group being committed, if any (with
+        their numbers if it was committed, else ``error``) and of the group being gathered."""
+        job = self._in_flight
+        if job is not None:
+            job.finished.wait()
+            self._in_flight = None
+            if job.error is not None:
+                self._fail_batch(job.appends, [], error)
+            else:
+                self._committed_seq = job.next_seq
+                for append in job.appends:
+                    append.future.set_result(range(append.first_seq, append.end_seq))
+        self._open = None
+        for op in self._batch:
+            if not op.future.done():
+                op.future.set_exception(error)
+        self._batch = []
+
+    def _await_in_flight(self) -> bool:
+        """Wait for the group being committed and answer its callers; True when it failed."""
+        job = self._in_flight
+        if job is None:
+            return False
+        job.finished.wait()
+        return self._finish(job)
+
+    def _finish(self, job: InFlight) -> bool:
+        """Complete a group the committer wrote; True when it failed (its numbers are then
+        free again). Its Done may arrive after the writer already waited for it: then
+        nothing is left to do."""
+        if job is not self._in_flight:
+            return False
+        self._in_flight = None
+        error = job.error
+        if error is not None and self._group_commit is not None:
+            # the committer skips everything queued after the failure (the open group's rows
+            # among them: see _restream) until this
+            self._group_commit.reset()
+        if error is None:
+            self._committed_seq = job.next_seq
+            times = (job.started, job.encoded, job.done_at)
+            if job.used_bytes < 0:  # the committer could not read it
+                job.used_bytes = self.figures.used_bytes
+            self._complete(
+                job.appends, [], job.delta, [], times, write_s=job.busy_s, used=job.used_bytes
+            )
+            return False
+        if isinstance(error, sqlite3.Error) and is_corruption(error):
+            try:
+                self._on_db_error(error)
+            except SpoolError as fatal:
+                self._fail_batch(job.appends, [], fatal)
+                raise  # no file to write to: the writer stops (see run)
+            self._commit(list(job.appends), 0.0)  # into the rebuilt file (or its error)
+        elif isinstance(error, sqlite3.Error):
+            self._fail_batch(
+                job.appends, [], SpoolError(f"commit failed: {error}", path=str(self.path))
+            )
+        else:
+            self._fail_batch(
+                job.appends, [], SpoolError(f"commit failed: {error!r}", path=str(self.path))
+            )
+            raise error
+        return True
 
     def _call(self, op: Call) -> bool:
         """Run a queued call; True when it was the stop request."""
@@ -312,28 +598,35 @@ class Writer:
         if not is_corruption(exc):
             log.error("spool %s: %s", self.path, exc)
             return
-        conn = self._conn
-        self._conn = None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+        self._close_conn()
         self._adopt(rebuild(self.path, self.config, reason=str(exc), next_seq=self._committed_seq))
         self._notify()
 
+    def _refuse_if_full(self, appends: list[Append]) -> list[Append]:
+        """``appends``, or none of them (answered with an error) while the spool is full."""
+        if not self._full or not appends:
+            return appends
+        error = SpoolFullError(
+            "the spool is at max_bytes and drop_policy is reject_new; the append was "
+            "refused (raise max_bytes or let the sender drain)",
+            path=str(self.path),
+        )
+        for op in appends:
+            op.future.set_exception(error)
+        self.figures.rejected(sum(len(op.items) for op in appends))
+        return []
+
     def _commit(self, batch: list[Append | Ack], encode_s: float) -> None:
-        """Write a gathered group (its appends already encoded) in one transaction."""
-        appends = [op for op in batch if isinstance(op, Append)]
-        acks = [op for op in batch if isinstance(op, Ack)]
-        if self._full and appends:
-            error = SpoolFullError(
-                "the spool is at max_bytes and drop_policy is reject_new; the append was "
-                "refused (raise max_bytes or let the sender drain)",
-                path=str(self.path),
-            )
+        """Write a gathered group in one transaction, here."""
+        appends = self._refuse_if_full([op for op in batch if isinstance(op, Append)])
+        if any(not op.end_seq for op in appends):  # gathered while full; no longer
+            seq, kept = self._committed_seq, []
             for op in appends:
-                op.future.set_exception(error)
-            self.figures.rejected(sum(len(op.items) for op in appends))
-            appends = []
+                if op.end_seq or self._encode_op(op, seq):
+                    seq = op.end_seq
+                    kept.append(op)
+            appends = kept
+        acks = [op for op in batch if isinstance(op, Ack)]
         encoded = time.perf_counter()
         started = encoded - encode_s  # encoding happened while the group gathered
         if not appends and not acks:
@@ -354,15 +647,39 @@ class Writer:
                     appends, acks, SpoolError(f"commit failed: {exc}", path=str(self.path))
                 )
                 return
-        done = time.perf_counter()
-        self._after_write(delta)
+            except Exception as exc:
+                # a fault of the writer itself: its callers get an answer, then the writer
+                # stops (see run) and the spool refuses work
+                self._fail_batch(
+                    appends, acks, SpoolError(f"commit failed: {exc!r}", path=str(self.path))
+                )
+                raise
+        self._complete(appends, acks, delta, acked, (started, encoded, time.perf_counter()))
+
+    def _complete(
+        self,
+        appends: list[Append],
+        acks: list[Ack],
+        delta: Delta,
+        acked: list[int],
+        times: tuple[float, float, float],
+        *,
+        write_s: float | None = None,
+        used: int | None = None,
+    ) -> None:
+        """A group committed: figures, then its callers' answers, then the size cap.
+
+        ``write_s`` is the committer's time on the group (else the time after encoding),
+        ``used`` the file's pages in use measured after the commit (else measured here)."""
+        self._after_write(delta, used)
         rows = sum(len(op.items) for op in appends)
         self.figures.committed(
             appended=rows,
             acked=sum(acked),
             records=rows + sum(len(op.ids) for op in acks),
-            times=(started, encoded, done),
+            times=times,
             enqueued=[op.enqueued for op in appends],
+            write_s=write_s,
         )
         for append in appends:
             append.future.set_result(range(append.first_seq, append.end_seq))
@@ -373,7 +690,12 @@ class Writer:
             if self.figures.oldest_created is None:
                 self.figures.set_oldest(cast(float, appends[0].flat[5]))  # row 0's created_at
             self._notify()
-        self._check_cap()  # after the callers were answered
+        # after the callers were answered; not while the committer holds the connection, nor
+        # while a group gathers (whether it is refused or encoded must not change meanwhile)
+        if not self._gathering and self._open is None and self._in_flight is None:
+            self._check_cap()
+        elif self._full or self.figures.used_bytes > self._low_water():
+            self._cap_due = True  # the next group waits for the committer and checks first
 
     def _encode_op(self, op: Append, seq: int) -> bool:
         """Encode ``op`` with sequence numbers from ``seq`` on; False (and the op's future
@@ -457,14 +779,14 @@ class Writer:
         depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
         write_state(conn, next_seq, depth, self.figures.payload_bytes + delta.nbytes)
 
-    def _after_write(self, delta: Delta) -> None:
+    def _after_write(self, delta: Delta, used: int | None = None) -> None:
         """Apply a committed delta to the lease book and the figures."""
         for rid in delta.acked_ids:
             self._book.leased.pop(rid, None)
         self.figures.apply(
             delta.depth,
             delta.nbytes,
-            used_bytes(self._conn_or_fail()),
+            used_bytes(self._conn_or_fail()) if used is None else used,
             delta.removed,
             (delta.compacted_parts, delta.compacted_records),
         )
@@ -644,12 +966,12 @@ class Writer:
         return self._merge
 
     def _shutdown(self) -> None:
+        self._await_in_flight()
         conn = self._conn_or_fail()
         try:
             conn.execute("UPDATE state SET clean = 1")
             conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.error("spool %s: clean close failed (the next open checks it): %s", self.path, exc)
-        conn.close()
-        self._conn = None
+        self._close_conn()
         self._fail_all(SpoolClosedError("the spool was closed", path=str(self.path)))

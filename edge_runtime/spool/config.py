@@ -86,13 +86,26 @@ class SpoolConfig(BaseModel):
         description=(
             "Group commit: the longest an append waits for other appends to share its "
             "transaction and fsync. 0 commits as soon as the writer thread is free. A group "
-            "that already holds 1,000 records commits once no more work arrived for 0.25 ms."
+            "that already holds 1,000 records commits once no more work arrived for 0.25 ms "
+            "(and, with compiled_commit, once the committer has inserted what it was given). "
+            "While the previous group is still committing, appends join the next group."
         ),
     )
     max_batch: int = Field(
         default=20_000,
         ge=1,
         description="Most records written in one transaction (one fsync).",
+    )
+    compiled_commit: bool = Field(
+        default=True,
+        description=(
+            "Write append groups with the compiled committer (edge_runtime/spool/_txn.c, "
+            "built by pip install where a C compiler is present): a native thread inserts each "
+            "append's rows into the group's open transaction without the GIL while the writer "
+            "thread encodes the next, then commits (same statements, same fsync). False, or "
+            "where it is not built, writes every group through Python's sqlite3 module in the "
+            "writer thread. The spool's figures say which is in use (compiled_commit)."
+        ),
     )
     compaction: CompactionConfig = Field(
         default_factory=CompactionConfig,

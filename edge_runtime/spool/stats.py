@@ -154,6 +154,7 @@ class Figures:
         self._append_latency = LatencyWindow()
         self._drain = RateWindow()
         self._open_check_s = 0.0
+        self.compiled_commit = False  # set by the writer
 
     def reset(
         self,
@@ -203,8 +204,10 @@ class Figures:
         records: int,
         times: tuple[float, float, float],
         enqueued: Sequence[float],
+        write_s: float | None = None,
     ) -> None:
-        """A group commit finished; ``times`` are (started, encoded, done) perf_counter values."""
+        """A group commit finished; ``times`` are (started, encoded, done) perf_counter values;
+        ``write_s``, where given, is the time spent writing (else ``done - encoded``)."""
         started, encoded, done = times
         with self._lock:
             c = self._counters
@@ -214,7 +217,7 @@ class Figures:
             c["committed_records"] += records
             self._commit_latency.add(done - started)
             self._encode_s += encoded - started
-            self._write_s += done - encoded
+            self._write_s += done - encoded if write_s is None else write_s
             for at in enqueued:
                 self._append_latency.add(done - at)
             self._drain.add(time.monotonic(), acked)
@@ -271,5 +274,9 @@ class Figures:
                     "write_us_per_record": self._write_s / max(1, c["committed_records"]) * 1e6,
                     # 1: rows are built by the compiled loop (_rows.c), 0: by the Python one
                     "compiled_rows": 1.0 if COMPILED else 0.0,
+                    # 1: append groups are written by the compiled transaction (_txn.c) in a
+                    # committer thread while the writer encodes the next; 0: by the writer
+                    # through the sqlite3 module
+                    "compiled_commit": 1.0 if self.compiled_commit else 0.0,
                 },
             )
