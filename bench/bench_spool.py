@@ -2,15 +2,19 @@
 
 Run ``python bench/bench_spool.py`` (add ``--quick`` for small sizes). All in one run:
 
-(a) raw limits: a bare SQLite WAL ``synchronous=FULL`` loop inserting blobs of the spool's
-    payload size in transactions of the spool's measured group size, on a connection opened
-    exactly as the spool opens its own (same PRAGMAs): into a bare ``(id, blob)`` table, and
-    into the spool's own schema with each way of inserting (``executemany``; 512 rows per
-    INSERT; 512 rows per INSERT with the blobs as bytearrays, which Python's sqlite3 binds
-    faster than bytes). No encoding, no threads, no state row. The raw limit is the fastest of
-    the spool-schema loops. Also an fsync-per-batch file append loop, for reference;
+(a) raw limits: a bare SQLite WAL ``synchronous=FULL`` loop inserting rows prebuilt before
+    the clock starts, in transactions of the spool's measured group size, on a connection
+    opened exactly as the spool opens its own (same PRAGMAs): into a bare ``(id, blob)``
+    table (reference), and into the spool's own schema, both with synthetic rows (random
+    payloads of the spool's mean size) and with the spool's own rows (the same envelopes
+    encoded beforehand), each inserted four ways: ``executemany``; 512 rows per INSERT (the
+    spool's Python path); the same with bytes payloads; and the spool's compiled committer
+    (``_txn.c``) on its own, one commit at a time. No encoding, no other threads, no state
+    row (the compiled committer's COMMIT carries its one-row state update). The raw limit is
+    the fastest of the eight spool-schema loops. Also an fsync-per-batch file append loop;
 (b) durable appends through the spool (many concurrent callers, group commit), with commit
-    latencies, as a ratio to the raw limit: ``append`` of envelopes built by the caller, and
+    latencies, as a ratio to the raw limit: ``append`` of envelopes built by the caller (also
+    with ``compiled_commit = false``, groups written through the sqlite3 module), and
     ``append_summaries`` with the spool's :class:`SiteWrap` and with a plain wrap function;
 (c) drain after an outage: N spooled summaries sent to a real mosquitto with QoS 1 by the
     sender, against a bare aiomqtt client publishing the same payloads;
@@ -32,8 +36,9 @@ import tempfile
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import aiomqtt
 
@@ -42,8 +47,15 @@ from edge_runtime.config.models import BrokerConfig
 from edge_runtime.mqtt import MqttLink
 from edge_runtime.plugins._types import Summary
 from edge_runtime.spool import Sender, SenderConfig, SiteWrap, Spool, SpoolConfig, SpoolCore, Wrap
-from edge_runtime.spool._db import INSERT_SQL, connect, insert_flat, read_state
-from edge_runtime.spool._encode import COMPILED
+from edge_runtime.spool._db import (
+    INSERT_SQL,
+    ROW_WIDTH,
+    GroupCommit,
+    connect,
+    insert_flat,
+    read_state,
+)
+from edge_runtime.spool._encode import COMPILED, RowEncoder
 from edge_runtime.spool.records import pack_message
 from edge_runtime.uplink.envelope import Envelope
 
@@ -118,53 +130,82 @@ def raw_sqlite_bare(path: Path, n: int, group: int, blob_size: int) -> float:
     return max(1, n // group) * group / elapsed
 
 
-def raw_sqlite_schema(
-    path: Path, n: int, group: int, blob_size: int, *, multi_row: bool, bytearrays: bool = False
-) -> float:
-    """Rows/s inserting rows of the spool's schema, built in the loop (no encoding, no threads).
+def synthetic_rows(n: int, blob_size: int, streams: int = 1000) -> list[list[object]]:
+    """Rows of the spool's schema and shape, one list per row: ids in sequence, ``streams``
+    streams, a random 32-character envelope id and a random payload of ``blob_size`` bytes
+    each (as bytearray, as the spool passes them), with its CRC."""
+    now = time.time()
+    rows: list[list[object]] = []
+    for i in range(n):
+        payload = bytearray(os.urandom(blob_size))
+        start = 1_700_000_000.0 + 300.0 * (i // streams)
+        rows.append(
+            [
+                (1 << 56) | (i + 1),
+                f"counts/sensor-{i % streams:05d}",
+                os.urandom(16).hex(),
+                start,
+                start + 300.0,
+                now,
+                zlib.crc32(payload),
+                payload,
+            ]
+        )
+    return rows
 
-    ``multi_row`` inserts 512 rows per statement as the spool does, else ``executemany``;
-    ``bytearrays`` passes the blobs as bytearrays, as the spool does.
+
+def spool_rows(envelopes: Sequence[Envelope]) -> list[list[object]]:
+    """The rows the spool itself stores for ``envelopes`` (encoded by its RowEncoder)."""
+    flat: list[object] = []
+    RowEncoder().encode_rows(envelopes, None, None, 1, (flat, [0, 0, 0]))
+    return [flat[i : i + ROW_WIDTH] for i in range(0, len(flat), ROW_WIDTH)]
+
+
+RAW_MODES = ("executemany", "multi", "multi_bytes", "compiled")
+
+
+def raw_sqlite_schema(path: Path, rows: list[list[object]], group: int, mode: str) -> float:
+    """Rows/s inserting prebuilt ``rows`` into the spool's schema, one transaction per group
+    of ``group`` rows, on a connection opened as the spool's: no encoding, no state row.
+
+    ``mode``: ``executemany``; ``multi`` (512 rows per INSERT, as the spool's Python path);
+    ``multi_bytes`` (the same with the payloads as bytes); ``compiled`` (the spool's compiled
+    committer, ``_txn.c``, on its own: the same statements run by a native thread, the caller
+    waiting for each commit).
     """
     _fresh(path)
     conn = _connect(path)
-    blob: bytes | bytearray = os.urandom(blob_size)
-    crc = zlib.crc32(blob)
-    if bytearrays:
-        blob = bytearray(blob)
-    now = time.time()
-    seq = 0
+    groups: list[list[object]] = []
+    for start in range(0, len(rows) - group + 1, group):
+        flat: list[object] = []
+        for row in rows[start : start + group]:
+            flat += row if mode != "multi_bytes" else [*row[:7], bytes(cast(bytearray, row[7]))]
+        groups.append(flat)
+    tuples = [[tuple(g[i : i + ROW_WIDTH]) for i in range(0, len(g), ROW_WIDTH)] for g in groups]
+    gc = GroupCommit.for_connection(conn, path) if mode == "compiled" else None
+    if mode == "compiled" and gc is None:
+        conn.close()
+        return 0.0
     started = time.perf_counter()
-    for _ in range(max(1, n // group)):
-        if multi_row:
-            flat: list[object] = []
-            for _ in range(group):
-                seq += 1
-                flat += (
-                    (1 << 56) | seq,
-                    "counts/sensor-00001",
-                    "ab" * 16,
-                    1.0,
-                    2.0,
-                    now,
-                    crc,
-                    blob,
-                )
-            conn.execute("BEGIN")
-            insert_flat(conn, flat)
+    for k, flat in enumerate(groups):
+        if gc is not None:
+            gc.rows(flat)
+            gc.commit(k + 1, (0, 0, 0), 0, k)
+            done = gc.wait()
+            if not done or done[0][1] is not None:
+                raise RuntimeError(f"raw compiled commit failed: {done}")
+            continue
+        conn.execute("BEGIN")
+        if mode == "executemany":
+            conn.executemany(INSERT_SQL, tuples[k])
         else:
-            rows = []
-            for _ in range(group):
-                seq += 1
-                rows.append(
-                    ((1 << 56) | seq, "counts/sensor-00001", "ab" * 16, 1.0, 2.0, now, crc, blob)
-                )
-            conn.execute("BEGIN")
-            conn.executemany(INSERT_SQL, rows)
+            insert_flat(conn, flat)
         conn.execute("COMMIT")
     elapsed = time.perf_counter() - started
+    if gc is not None:
+        gc.close()
     conn.close()
-    return seq / elapsed
+    return len(groups) * group / elapsed
 
 
 def raw_fsync_file(path: Path, n: int, group: int, blob_size: int) -> float:
@@ -192,6 +233,7 @@ class AppendResult:
     rate: float
     site_wrap_rate: float
     wrap_rate: float
+    python_commit_rate: float  # the same appends, groups written through the sqlite3 module
     mean_group: float
     payload_size: float
     commit_p50_ms: float
@@ -200,12 +242,16 @@ class AppendResult:
     append_p99_ms: float
     encode_us: float
     write_us: float
+    compiled_commit: bool
 
 
-async def _append_run(path: Path, sizes: Sizes, envelopes: Sequence[Envelope]) -> AppendResult:
+async def _append_run(
+    path: Path, sizes: Sizes, envelopes: Sequence[Envelope], *, compiled_commit: bool = True
+) -> AppendResult:
     _fresh(path)
     per_caller = len(envelopes) // sizes.callers
-    async with Spool(SpoolConfig(path=str(path), max_bytes=1 << 40)) as spool:
+    config = SpoolConfig(path=str(path), max_bytes=1 << 40, compiled_commit=compiled_commit)
+    async with Spool(config) as spool:
 
         async def caller(k: int) -> None:
             mine = envelopes[k * per_caller : (k + 1) * per_caller]
@@ -222,6 +268,7 @@ async def _append_run(path: Path, sizes: Sizes, envelopes: Sequence[Envelope]) -
         rate=per_caller * sizes.callers / elapsed,
         site_wrap_rate=0.0,
         wrap_rate=0.0,
+        python_commit_rate=0.0,
         mean_group=stats.mean_commit_records,
         payload_size=stats.payload_bytes / max(1, stats.depth),
         commit_p50_ms=stats.commit_p50_ms or 0.0,
@@ -230,6 +277,7 @@ async def _append_run(path: Path, sizes: Sizes, envelopes: Sequence[Envelope]) -
         append_p99_ms=stats.append_p99_ms or 0.0,
         encode_us=stats.extra["encode_us_per_record"],
         write_us=stats.extra["write_us_per_record"],
+        compiled_commit=bool(stats.extra["compiled_commit"]),
     )
 
 
@@ -282,15 +330,14 @@ async def _append_summaries_run(
 @dataclass
 class Raw:
     bare: float = 0.0
-    schema: float = 0.0
-    multi: float = 0.0
-    multi_bytearray: float = 0.0
+    synthetic: dict[str, float] = field(default_factory=lambda: dict.fromkeys(RAW_MODES, 0.0))
+    own: dict[str, float] = field(default_factory=lambda: dict.fromkeys(RAW_MODES, 0.0))
     fsync: float = 0.0
 
     @property
     def limit(self) -> float:
-        """The raw limit for the spool's rows: the fastest way to insert them."""
-        return max(self.schema, self.multi, self.multi_bytearray)
+        """The raw limit for the spool's rows: the fastest loop over the spool's schema."""
+        return max(*self.synthetic.values(), *self.own.values())
 
 
 async def bench_append(work: Path, sizes: Sizes, rounds: int) -> tuple[AppendResult, Raw, int]:
@@ -300,32 +347,30 @@ async def bench_append(work: Path, sizes: Sizes, rounds: int) -> tuple[AppendRes
     """
     envelopes = make_envelopes(sizes.append)
     summaries = make_summaries(sizes.append)
+    own = spool_rows(envelopes)
+    synthetic: list[list[object]] = []
     best: AppendResult | None = None
     raw = Raw()
     group = 0
-    site_wrap_rate = wrap_rate = 0.0
+    site_wrap_rate = wrap_rate = python_commit_rate = 0.0
     for _ in range(rounds):
         result = await _append_run(work / "append.db", sizes, envelopes)
         if best is None or result.rate > best.rate:
             best = result
+        python = await _append_run(work / "append-py.db", sizes, envelopes, compiled_commit=False)
+        python_commit_rate = max(python_commit_rate, python.rate)
         group = max(1, round(result.mean_group))
         blob = max(1, round(result.payload_size))
-        n = sizes.append
-        raw.bare = max(raw.bare, raw_sqlite_bare(work / "raw.db", n, group, blob))
-        raw.schema = max(
-            raw.schema,
-            raw_sqlite_schema(work / "raw-schema.db", n, group, blob, multi_row=False),
-        )
-        raw.multi = max(
-            raw.multi, raw_sqlite_schema(work / "raw-multi.db", n, group, blob, multi_row=True)
-        )
-        raw.multi_bytearray = max(
-            raw.multi_bytearray,
-            raw_sqlite_schema(
-                work / "raw-multi-ba.db", n, group, blob, multi_row=True, bytearrays=True
-            ),
-        )
-        raw.fsync = max(raw.fsync, raw_fsync_file(work / "raw.bin", n, group, blob))
+        if not synthetic:
+            synthetic = synthetic_rows(sizes.append, blob)
+        raw.bare = max(raw.bare, raw_sqlite_bare(work / "raw.db", sizes.append, group, blob))
+        for mode in RAW_MODES:
+            path = work / f"raw-{mode}.db"
+            raw.synthetic[mode] = max(
+                raw.synthetic[mode], raw_sqlite_schema(path, synthetic, group, mode)
+            )
+            raw.own[mode] = max(raw.own[mode], raw_sqlite_schema(path, own, group, mode))
+        raw.fsync = max(raw.fsync, raw_fsync_file(work / "raw.bin", sizes.append, group, blob))
         now = time.time()
         site_wrap_rate = max(
             site_wrap_rate,
@@ -337,6 +382,7 @@ async def bench_append(work: Path, sizes: Sizes, rounds: int) -> tuple[AppendRes
         )
     assert best is not None
     best.site_wrap_rate, best.wrap_rate = site_wrap_rate, wrap_rate
+    best.python_commit_rate = python_commit_rate
     return best, raw, group
 
 
@@ -479,16 +525,24 @@ async def main() -> None:
         blob = round(appended.payload_size)
         print(
             f"\n(a) raw limits: {sizes.append} rows of {blob} B, {group} rows per transaction, "
-            "the spool's PRAGMAs (best of 3, interleaved with (b))"
+            "the spool's PRAGMAs, rows built before the clock starts (best of 3, interleaved "
+            "with (b))"
         )
         _row("bare SQLite WAL sync=FULL, (id, blob) table, executemany", f"{raw.bare:,.0f} rows/s")
-        _row("same, spool's schema, executemany", f"{raw.schema:,.0f} rows/s")
-        _row("same, spool's schema, 512 rows per INSERT", f"{raw.multi:,.0f} rows/s")
-        _row(
-            "same, 512 rows per INSERT, blobs as bytearray (as the spool)",
-            f"{raw.multi_bytearray:,.0f} rows/s",
-        )
-        _row("raw limit: the fastest of the three", f"{raw.limit:,.0f} rows/s")
+        labels = {
+            "executemany": "executemany",
+            "multi": "512 rows per INSERT",
+            "multi_bytes": "512 rows per INSERT, payloads as bytes",
+            "compiled": "compiled committer alone (_txn.c)",
+        }
+        for rows_name, rates in (("synthetic rows", raw.synthetic), ("the spool's rows", raw.own)):
+            for mode in RAW_MODES:
+                rate = rates[mode]
+                _row(
+                    f"spool's schema, {rows_name}, {labels[mode]}",
+                    f"{rate:,.0f} rows/s" if rate else "not built",
+                )
+        _row("raw limit: the fastest of these eight", f"{raw.limit:,.0f} rows/s")
         _row("file append + fsync per group (reference)", f"{raw.fsync:,.0f} rows/s")
 
         print(
@@ -502,20 +556,38 @@ async def main() -> None:
         )
         _row("  ratio to the raw limit", f"{appended.rate / raw.limit:.2f} x", "target >= 0.8")
         _row(
+            "  ratio to the spool's rows, compiled committer alone",
+            f"{appended.rate / raw.own['compiled']:.2f} x" if raw.own["compiled"] else "-",
+        )
+        _row(
+            "  ratio to the spool's rows, 512 rows per INSERT",
+            f"{appended.rate / raw.own['multi']:.2f} x",
+        )
+        _row(
             "  rows built by",
             "compiled loop" if COMPILED else "Python loop",
             "edge_runtime/spool/_rows.c" if COMPILED else "(no C compiler at install)",
         )
         _row(
-            "  ratio to raw, 512 rows per INSERT, bytes blobs", f"{appended.rate / raw.multi:.2f} x"
+            "  groups written by",
+            "compiled committer" if appended.compiled_commit else "sqlite3 module",
+            "edge_runtime/spool/_txn.c, a native thread"
+            if appended.compiled_commit
+            else "in the writer thread",
+        )
+        _row(
+            "  same, groups written through the sqlite3 module",
+            f"{appended.python_commit_rate:,.0f} /s",
+            f"ratio to the raw limit {appended.python_commit_rate / raw.limit:.2f} x "
+            "(compiled_commit = false)",
         )
         write_rate = 1e6 / appended.write_us if appended.write_us else 0.0
         _row(
-            "  writer time per record: encode / insert + commit",
+            "  time per record: encode (writer) / insert + commit",
             f"{appended.encode_us:.1f} / {appended.write_us:.1f} us",
         )
         _row(
-            "  insert + commit alone (no encoding), ratio to the raw limit",
+            "  insert + commit alone, ratio to the raw limit",
             f"{write_rate / raw.limit:.2f} x",
             f"{write_rate:,.0f} /s",
         )
