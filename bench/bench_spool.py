@@ -11,7 +11,9 @@ Run ``python bench/bench_spool.py`` (add ``--quick`` for small sizes). All in on
     spool's Python path); the same with bytes payloads; and the spool's compiled committer
     (``_txn.c``) on its own, one commit at a time. No encoding, no other threads, no state
     row (the compiled committer's COMMIT carries its one-row state update). The raw limit is
-    the fastest of the eight spool-schema loops. Also an fsync-per-batch file append loop;
+    the best round of the fastest of the eight spool-schema loops, the fastest being the one
+    with the highest median round (best of 3 against the spool's best of 3; the fastest
+    single round of all 24 is printed too). Also an fsync-per-batch file append loop;
 (b) durable appends through the spool (many concurrent callers, group commit), with commit
     latencies, as a ratio to the raw limit: ``append`` of envelopes built by the caller (also
     with ``compiled_commit = false``, groups written through the sqlite3 module), and
@@ -32,6 +34,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import statistics
 import tempfile
 import time
 import zlib
@@ -330,14 +333,27 @@ async def _append_summaries_run(
 @dataclass
 class Raw:
     bare: float = 0.0
-    synthetic: dict[str, float] = field(default_factory=lambda: dict.fromkeys(RAW_MODES, 0.0))
-    own: dict[str, float] = field(default_factory=lambda: dict.fromkeys(RAW_MODES, 0.0))
+    # rows/s of each round, per way of inserting
+    synthetic: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in RAW_MODES})
+    own: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in RAW_MODES})
     fsync: float = 0.0
+
+    def _loops(self) -> list[list[float]]:
+        return [*self.synthetic.values(), *self.own.values()]
 
     @property
     def limit(self) -> float:
-        """The raw limit for the spool's rows: the fastest loop over the spool's schema."""
-        return max(*self.synthetic.values(), *self.own.values())
+        """The raw limit for the spool's rows: the best round of the fastest loop over the
+        spool's schema, the fastest being the one with the highest median round. (The best of
+        every round of all eight would pick the luckiest of 24 samples on a noisy machine
+        against the spool's 3; this compares best of 3 with best of 3.)"""
+        fastest = max((r for r in self._loops() if r), key=statistics.median, default=[1.0])
+        return max(fastest)
+
+    @property
+    def luckiest(self) -> float:
+        """The fastest single round of any of the eight loops."""
+        return max((max(r) for r in self._loops() if r), default=1.0)
 
 
 async def bench_append(work: Path, sizes: Sizes, rounds: int) -> tuple[AppendResult, Raw, int]:
@@ -366,10 +382,8 @@ async def bench_append(work: Path, sizes: Sizes, rounds: int) -> tuple[AppendRes
         raw.bare = max(raw.bare, raw_sqlite_bare(work / "raw.db", sizes.append, group, blob))
         for mode in RAW_MODES:
             path = work / f"raw-{mode}.db"
-            raw.synthetic[mode] = max(
-                raw.synthetic[mode], raw_sqlite_schema(path, synthetic, group, mode)
-            )
-            raw.own[mode] = max(raw.own[mode], raw_sqlite_schema(path, own, group, mode))
+            raw.synthetic[mode].append(raw_sqlite_schema(path, synthetic, group, mode))
+            raw.own[mode].append(raw_sqlite_schema(path, own, group, mode))
         raw.fsync = max(raw.fsync, raw_fsync_file(work / "raw.bin", sizes.append, group, blob))
         now = time.time()
         site_wrap_rate = max(
@@ -537,12 +551,17 @@ async def main() -> None:
         }
         for rows_name, rates in (("synthetic rows", raw.synthetic), ("the spool's rows", raw.own)):
             for mode in RAW_MODES:
-                rate = rates[mode]
+                best = max(rates[mode], default=0.0)
                 _row(
                     f"spool's schema, {rows_name}, {labels[mode]}",
-                    f"{rate:,.0f} rows/s" if rate else "not built",
+                    f"{best:,.0f} rows/s" if best else "not built",
+                    f"median {statistics.median(rates[mode]):,.0f}" if best else "",
                 )
-        _row("raw limit: the fastest of these eight", f"{raw.limit:,.0f} rows/s")
+        _row(
+            "raw limit: best round of the loop with the highest median",
+            f"{raw.limit:,.0f} rows/s",
+        )
+        _row("fastest single round of any of the eight (reference)", f"{raw.luckiest:,.0f} rows/s")
         _row("file append + fsync per group (reference)", f"{raw.fsync:,.0f} rows/s")
 
         print(
@@ -555,13 +574,16 @@ async def main() -> None:
             f"target >= 50,000/s: {'ok' if appended.rate >= 50_000 else 'MISSED'}",
         )
         _row("  ratio to the raw limit", f"{appended.rate / raw.limit:.2f} x", "target >= 0.8")
+        _row("  ratio to the fastest single raw round", f"{appended.rate / raw.luckiest:.2f} x")
         _row(
             "  ratio to the spool's rows, compiled committer alone",
-            f"{appended.rate / raw.own['compiled']:.2f} x" if raw.own["compiled"] else "-",
+            f"{appended.rate / max(raw.own['compiled']):.2f} x"
+            if any(raw.own["compiled"])
+            else "-",
         )
         _row(
             "  ratio to the spool's rows, 512 rows per INSERT",
-            f"{appended.rate / raw.own['multi']:.2f} x",
+            f"{appended.rate / max(raw.own['multi']):.2f} x",
         )
         _row(
             "  rows built by",

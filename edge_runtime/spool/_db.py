@@ -224,7 +224,10 @@ class GroupCommit:
     The same statements as :func:`insert_flat` and :func:`write_state` with the same
     durability. The writer thread queues work with :meth:`rows` and :meth:`commit` and goes on
     encoding; :meth:`wait` (in a thread of its own) reports each commit's outcome. After a
-    failure the committer rolls back and skips queued work until :meth:`reset`.
+    failure the committer rolls back and skips queued work until :meth:`reset`. While it is in
+    use it also takes over WAL checkpoints from SQLite's commit-time default: it checkpoints
+    when it has nothing queued (after reporting a commit), and at once only once the WAL has
+    grown past 4,000 pages.
     :meth:`for_connection` returns None where the compiled module is not built or cannot vouch
     for the connection; the spool then writes through the sqlite3 module.
     """
@@ -293,9 +296,16 @@ class GroupCommit:
             for token, failed, used, busy in done
         ]
 
+    def checkpoints(self) -> tuple[int, int]:
+        """WAL checkpoints so far: run by the committer while idle, and run at once because
+        the WAL had grown past its bound (see ``_txn.c``)."""
+        idle, forced = self._committer.checkpoints()
+        return idle, forced
+
     def close(self) -> None:
-        """Finish the queued work (a group left open is rolled back), stop the thread and
-        finalize the statements; before the connection is closed."""
+        """Finish the queued work (a group left open is rolled back), stop the thread,
+        give checkpointing back to SQLite and finalize the statements; before the connection
+        is closed."""
         self._committer.close()
 
 

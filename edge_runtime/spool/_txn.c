@@ -35,6 +35,7 @@ typedef struct sqlite3_stmt sqlite3_stmt;
 #define SQLITE_ROW 100
 #define SQLITE_DONE 101
 #define SQLITE_STATIC ((void (*)(void *))0)
+#define SQLITE_CHECKPOINT_PASSIVE 0
 
 static struct {
     int (*exec)(sqlite3 *, const char *, void *, void *, char **);
@@ -54,6 +55,10 @@ static struct {
     int (*get_autocommit)(sqlite3 *);
     int (*total_changes)(sqlite3 *);
     int64_t (*column_int64)(sqlite3_stmt *, int);
+    void *(*wal_hook)(sqlite3 *, int (*)(void *, sqlite3 *, const char *, int), void *);
+    int (*wal_checkpoint_v2)(sqlite3 *, const char *, int, int *, int *);
+    int (*wal_autocheckpoint)(sqlite3 *, int);
+    void *(*db_mutex)(sqlite3 *);
 } api;
 
 static const char *api_names[] = {
@@ -61,7 +66,8 @@ static const char *api_names[] = {
     "sqlite3_bind_int64", "sqlite3_bind_double", "sqlite3_bind_text", "sqlite3_bind_blob",
     "sqlite3_bind_null", "sqlite3_bind_parameter_count", "sqlite3_errmsg",
     "sqlite3_extended_errcode", "sqlite3_db_filename", "sqlite3_get_autocommit",
-    "sqlite3_total_changes", "sqlite3_column_int64",
+    "sqlite3_total_changes", "sqlite3_column_int64", "sqlite3_wal_hook",
+    "sqlite3_wal_checkpoint_v2", "sqlite3_wal_autocheckpoint", "sqlite3_db_mutex",
 };
 
 static PyTypeObject *connection_type; /* owned once attached */
@@ -252,6 +258,11 @@ typedef struct {
     int pending_rows; /* ROWS jobs queued or running */
     int commits_done; /* COMMIT jobs in `done` */
     int stopping, closed, exited;
+    /* WAL checkpoints (see wal_hook_cb) */
+    int serialized;           /* the connection has its own mutex: another thread may use it */
+    int hooked;               /* wal_hook_cb is installed */
+    int wal_frames;           /* frames in the WAL after the last commit (atomic) */
+    long long idle_checkpoints, forced_checkpoints; /* under mu */
     /* the thread's own */
     int in_txn, skipping, first_code;
     char first_message[256];
@@ -288,6 +299,31 @@ static int step_once(sqlite3_stmt *st, long long *out) {
     if (rc == SQLITE_ROW && out != NULL) *out = api.column_int64(st, 0);
     api.reset(st);
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? SQLITE_OK : rc;
+}
+
+/* WAL checkpoints. SQLite's default checkpoints inside the COMMIT that takes the WAL past
+ * 1000 frames, so every few groups one commit also copies the WAL into the database file and
+ * its callers wait for that too. While the committer is in use the connection's WAL hook is
+ * this one instead: it notes the WAL's size after each commit (whoever commits) and
+ * checkpoints at once only past CKPT_FORCE frames; the committer thread checkpoints once the
+ * WAL holds CKPT_IDLE frames and it has nothing queued, after it has reported the commit
+ * (while the group's callers take in the answer and send more). The same work, the same
+ * durability (the commit's fsync of the WAL), done when nobody waits for it. Without a mutex of
+ * its own on the connection (not serialized) the hook checkpoints at CKPT_IDLE itself. */
+#define CKPT_IDLE 1000
+#define CKPT_FORCE 4000
+
+static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames) {
+    Committer *c = arg;
+    if (frames >= CKPT_FORCE || (!c->serialized && frames >= CKPT_IDLE)) {
+        api.wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        frames = 0;
+        pthread_mutex_lock(&c->mu);
+        c->forced_checkpoints++;
+        pthread_mutex_unlock(&c->mu);
+    }
+    __atomic_store_n(&c->wal_frames, frames, __ATOMIC_RELAXED);
+    return SQLITE_OK;
 }
 
 /* In the committer thread: run one job (no GIL, no Python objects). */
@@ -362,6 +398,14 @@ static void *committer_main(void *arg) {
         if (j->kind == J_COMMIT) {
             c->commits_done++;
             pthread_cond_broadcast(&c->done_cv);
+            if (c->todo == NULL && c->serialized && !c->in_txn &&
+                __atomic_load_n(&c->wal_frames, __ATOMIC_RELAXED) >= CKPT_IDLE) {
+                pthread_mutex_unlock(&c->mu);
+                int rc = api.wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+                if (rc == SQLITE_OK) __atomic_store_n(&c->wal_frames, 0, __ATOMIC_RELAXED);
+                pthread_mutex_lock(&c->mu);
+                if (rc == SQLITE_OK) c->idle_checkpoints++;
+            }
         }
     }
     if (c->in_txn) { /* closed mid-group: nothing of it was committed */
@@ -403,7 +447,9 @@ static void committer_shutdown(Committer *c) {
         c->thread_started = 0;
     }
     /* The thread ran everything queued; what it finished stays in `done` for wait() (the
-     * outcomes of the last commits) or for dealloc. */
+     * outcomes of the last commits) or for dealloc. SQLite's own checkpointing again. */
+    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_IDLE);
+    c->hooked = 0;
     committer_finalize(c);
 }
 
@@ -473,6 +519,9 @@ static PyObject *committer_new(PyTypeObject *type, PyObject *args, PyObject *kwd
         PyErr_SetString(PyExc_ValueError, "state_sql takes no parameters");
         goto fail;
     }
+    c->serialized = api.db_mutex(db) != NULL;
+    api.wal_hook(db, wal_hook_cb, c);
+    c->hooked = 1;
     if (pthread_create(&c->thread, NULL, committer_main, c) != 0) {
         PyErr_SetString(PyExc_OSError, "cannot start the committer thread");
         goto fail;
@@ -481,6 +530,8 @@ static PyObject *committer_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)c;
 fail:
     c->closed = 1;
+    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_IDLE);
+    c->hooked = 0;
     committer_finalize(c);
     Py_DECREF(c);
     return NULL;
@@ -646,6 +697,13 @@ static PyObject *committer_wait(Committer *c, PyObject *args) {
     return out;
 }
 
+static PyObject *committer_checkpoints(Committer *c, PyObject *unused) {
+    pthread_mutex_lock(&c->mu);
+    long long idle = c->idle_checkpoints, forced = c->forced_checkpoints;
+    pthread_mutex_unlock(&c->mu);
+    return Py_BuildValue("(LL)", idle, forced);
+}
+
 static PyObject *committer_close(Committer *c, PyObject *unused) {
     committer_shutdown(c);
     Py_RETURN_NONE;
@@ -662,6 +720,8 @@ static PyMethodDef committer_methods[] = {
      "Number of rows() calls not yet inserted."},
     {"wait", (PyCFunction)committer_wait, METH_VARARGS,
      "wait(timeout=None) -> [(token, None | (code, message), used_bytes, busy_s)] | None."},
+    {"checkpoints", (PyCFunction)committer_checkpoints, METH_NOARGS,
+     "checkpoints() -> (WAL checkpoints run idle by the committer, run at once by the hook)."},
     {"close", (PyCFunction)committer_close, METH_NOARGS,
      "Finish the queued work, stop the thread, finalize the statements."},
     {NULL, NULL, 0, NULL},

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -169,6 +169,7 @@ class Writer:
         self._group_commit: GroupCommit | None = None
         self._in_flight: InFlight | None = None
         self._notifier: threading.Thread | None = None
+        self._checkpoints = (0, 0)  # of committers closed before (idle, forced)
         self._open: InFlight | None = None  # the group being gathered and streamed
         self._batch: list[Append | Ack] = []  # the group being gathered
         self._cap_due = False
@@ -189,13 +190,21 @@ class Writer:
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 file_bytes += self.path.with_name(self.path.name + suffix).stat().st_size
-        return self.figures.snapshot(
+        stats = self.figures.snapshot(
             now=self._clock.time(),
             leased=len(self._book.leased),
             full=self._full,
             max_bytes=self.config.max_bytes,
             file_bytes=file_bytes,
         )
+        idle, forced = self._checkpoints
+        gc = self._group_commit
+        if gc is not None:
+            more = gc.checkpoints()
+            idle, forced = idle + more[0], forced + more[1]
+        # WAL checkpoints the compiled committer ran while idle, and at once (WAL past bound)
+        extra = {**stats.extra, "wal_checkpoints_idle": idle, "wal_checkpoints_forced": forced}
+        return replace(stats, extra=extra)
 
     # public entry points for queued calls (run in the writer thread)
 
@@ -503,6 +512,8 @@ class Writer:
         gc, self._group_commit = self._group_commit, None
         if gc is not None:
             gc.close()
+            idle, forced = gc.checkpoints()
+            self._checkpoints = (self._checkpoints[0] + idle, self._checkpoints[1] + forced)
         if self._notifier is not None:
             self._notifier.join()
             self._notifier = None

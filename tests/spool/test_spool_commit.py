@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.spool import SpoolConfig, SpoolCore, SpoolError
-from edge_runtime.spool._db import GroupCommit, connect, read_state
+from edge_runtime.spool._db import GroupCommit, connect, insert_flat, read_state
 from edge_runtime.spool.records import SEQ_MASK
 from tests.spool.spool_helpers import envelopes
 
@@ -90,20 +90,18 @@ def add_failing_trigger(spool: SpoolCore) -> None:
     """Make every insert of the pipeline 'boom' fail, on the spool's own connection."""
 
     def install() -> None:
-        conn = spool._writer._conn  # noqa: SLF001 - the test reaches into the writer thread
+        conn = spool._writer._conn  # the test reaches into the writer thread
         assert conn is not None
         conn.execute(
             "CREATE TEMP TRIGGER boom BEFORE INSERT ON main.records "
             "WHEN NEW.stream LIKE 'boom/%' BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
         )
 
-    spool._submit_call(install).result(timeout=10)  # noqa: SLF001
+    spool._submit_call(install).result(timeout=10)
 
 
 @pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "sqlite3-module"])
-def test_a_failed_group_fails_its_callers_and_leaves_no_gap(
-    tmp_path: Path, compiled: bool
-) -> None:
+def test_a_failed_group_fails_its_callers_and_leaves_no_gap(tmp_path: Path, compiled: bool) -> None:
     if compiled and not COMPILED_COMMIT:
         pytest.skip(f"compiled committer unavailable: {GroupCommit.unavailable()}")
     path = tmp_path / "spool.db"
@@ -123,9 +121,7 @@ def test_a_failed_group_fails_its_callers_and_leaves_no_gap(
             assert futures[5 + round_ * 4] in failed
             for future in failed:
                 assert isinstance(future.exception(), SpoolError)
-        accepted = sorted(
-            seq for f in futures if f.exception() is None for seq in f.result()
-        )
+        accepted = sorted(seq for f in futures if f.exception() is None for seq in f.result())
         # every number handed out is stored, and they follow on without a gap
         after = spool.append(good[:10])
         stats = spool.stats()
@@ -266,3 +262,50 @@ def test_group_commit_is_not_used_for_a_connection_it_cannot_vouch_for(
     with caplog.at_level(logging.WARNING):
         assert GroupCommit.for_connection(conn, path) is None  # closed: no handle
     assert "the connection is closed" in caplog.text
+
+
+@needs_compiled
+def test_the_committer_checkpoints_the_wal_while_idle(tmp_path: Path) -> None:
+    """With the committer in use SQLite's commit-time checkpoint is off; the committer
+    checkpoints between groups, so the WAL stays bounded and every record stays readable."""
+    path = tmp_path / "spool.db"
+    config = SpoolConfig(path=str(path), commit_interval_ms=2)
+    items = envelopes(30_000, streams=50, created_at=1_800_000_000.0)
+    with SpoolCore(config) as spool:
+        for start in range(0, len(items), 3000):
+            spool.append(items[start : start + 3000])
+        stats = spool.stats()
+        wal = Path(f"{path}-wal").stat().st_size
+    assert stats.extra["wal_checkpoints_idle"] >= 1
+    assert stats.extra["wal_checkpoints_forced"] == 0
+    assert wal < 4000 * (4096 + 24) + 32  # never past the forced bound
+    rows, state = stored(path)
+    assert [row[0] & SEQ_MASK for row in rows] == list(range(1, 30_001))
+    assert state[0] == 30_001
+
+
+@needs_compiled
+def test_commits_past_the_wal_bound_checkpoint_at_once(tmp_path: Path) -> None:
+    """Commits that do not go through the committer (acks, maintenance) still keep the WAL
+    bounded: past 4,000 pages the WAL hook checkpoints at once; closing the committer gives
+    checkpointing back to SQLite."""
+    path = tmp_path / "raw.db"
+    conn = fresh_connection(path)
+    gc = GroupCommit.for_connection(conn, path)
+    assert gc is not None
+    big = bytearray(b"y" * 3000)
+    try:
+        for k in range(3):
+            conn.execute("BEGIN IMMEDIATE")
+            flat: list[object] = []
+            for i in range(2500):
+                flat += [(1 << 56) | (k * 2500 + i + 1), "p/k", "e" * 32, 1.0, 2.0, 3.0, 0, big]
+            insert_flat(conn, flat)
+            conn.execute("COMMIT")
+        idle, forced = gc.checkpoints()
+    finally:
+        gc.close()
+    assert (idle, forced) == (0, 1)  # about 2,000 pages per commit: the second goes past
+    assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+    assert conn.execute("SELECT count(*) FROM records").fetchone() == (7500,)
+    conn.close()
