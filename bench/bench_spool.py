@@ -12,8 +12,8 @@ Run ``python bench/bench_spool.py`` (add ``--quick`` for small sizes). All in on
     (``_txn.c``) on its own, one commit at a time. No encoding, no other threads, no state
     row (the compiled committer's COMMIT carries its one-row state update). The raw limit is
     the best round of the fastest of the eight spool-schema loops, the fastest being the one
-    with the highest median round (best of 3 against the spool's best of 3; the fastest
-    single round of all 24 is printed too). Also an fsync-per-batch file append loop;
+    with the highest median round (best of N rounds against the spool's best of N: 5 in the
+    full run, 3 with --quick; the fastest single round of all loops is printed too). Also an fsync-per-batch file append loop;
 (b) durable appends through the spool (many concurrent callers, group commit), with commit
     latencies, as a ratio to the raw limit: ``append`` of envelopes built by the caller (also
     with ``compiled_commit = false``, groups written through the sqlite3 module), and
@@ -78,6 +78,7 @@ STATS = {
 
 @dataclass
 class Sizes:
+    rounds: int  # spool and raw loops alternately, best of each
     append: int
     callers: int
     batch: int
@@ -85,8 +86,8 @@ class Sizes:
     backlog: int
 
 
-FULL = Sizes(append=200_000, callers=8, batch=500, drain=100_000, backlog=1_000_000)
-QUICK = Sizes(append=40_000, callers=8, batch=500, drain=20_000, backlog=100_000)
+FULL = Sizes(rounds=5, append=200_000, callers=8, batch=500, drain=100_000, backlog=1_000_000)
+QUICK = Sizes(rounds=3, append=40_000, callers=8, batch=500, drain=20_000, backlog=100_000)
 
 
 def make_envelopes(n: int, streams: int = 1000, created_at: float | None = None) -> list[Envelope]:
@@ -345,8 +346,8 @@ class Raw:
     def limit(self) -> float:
         """The raw limit for the spool's rows: the best round of the fastest loop over the
         spool's schema, the fastest being the one with the highest median round. (The best of
-        every round of all eight would pick the luckiest of 24 samples on a noisy machine
-        against the spool's 3; this compares best of 3 with best of 3.)"""
+        every round of all eight would pick the luckiest of 8 N samples on a noisy machine
+        against the spool's N; this compares best of N with best of N.)"""
         fastest = max((r for r in self._loops() if r), key=statistics.median, default=[1.0])
         return max(fastest)
 
@@ -535,11 +536,12 @@ async def main() -> None:
         f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
     )
     try:
-        appended, raw, group = await bench_append(work, sizes, rounds=3)
+        appended, raw, group = await bench_append(work, sizes, rounds=sizes.rounds)
         blob = round(appended.payload_size)
         print(
             f"\n(a) raw limits: {sizes.append} rows of {blob} B, {group} rows per transaction, "
-            "the spool's PRAGMAs, rows built before the clock starts (best of 3, interleaved "
+            f"the spool's PRAGMAs, rows built before the clock starts (best of {sizes.rounds}, "
+            "interleaved "
             "with (b))"
         )
         _row("bare SQLite WAL sync=FULL, (id, blob) table, executemany", f"{raw.bare:,.0f} rows/s")
@@ -566,7 +568,8 @@ async def main() -> None:
 
         print(
             f"\n(b) durable append through the spool: {sizes.append} envelopes, "
-            f"{sizes.callers} concurrent callers x {sizes.batch} per append (best of 3)"
+            f"{sizes.callers} concurrent callers x {sizes.batch} per append "
+            f"(best of {sizes.rounds})"
         )
         _row(
             "Spool.append (envelopes built by the caller)",

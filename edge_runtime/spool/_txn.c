@@ -270,6 +270,7 @@ typedef struct {
 } Committer;
 
 #define ROW_WIDTH 8
+#define MERGE_ROWS 20000 /* most rows taken from the queue at once */
 
 static void job_free(Job *j) { /* with the GIL */
     Py_XDECREF(j->obj);
@@ -384,17 +385,45 @@ static void *committer_main(void *arg) {
     for (;;) {
         while (c->todo == NULL && !c->stopping) pthread_cond_wait(&c->work_cv, &c->mu);
         if (c->todo == NULL) break; /* stopping, and nothing left */
-        Job *j = c->todo;
-        c->todo = j->next;
+        /* Take the first job, and with a ROWS job every ROWS job queued right behind it:
+         * their rows go through the statements together, most of them 512 rows at a time
+         * (the writer hands over one append at a time, often a few hundred rows). */
+        Job *j = c->todo, *last = j;
+        int njobs = 1;
+        Py_ssize_t rows = j->rows;
+        if (j->kind == J_ROWS) {
+            while (last->next != NULL && last->next->kind == J_ROWS && rows < MERGE_ROWS) {
+                last = last->next;
+                rows += last->rows;
+                njobs++;
+            }
+        }
+        c->todo = last->next;
         if (c->todo == NULL) c->todo_tail = NULL;
+        last->next = NULL;
         pthread_mutex_unlock(&c->mu);
-        run_job(c, j);
+        if (njobs == 1) {
+            run_job(c, j);
+        } else {
+            Job merged = {.kind = J_ROWS, .rows = rows};
+            merged.cells = malloc(sizeof(Cell) * (size_t)rows * ROW_WIDTH);
+            if (merged.cells != NULL) {
+                Py_ssize_t at = 0;
+                for (Job *k = j; k != NULL; k = k->next) {
+                    memcpy(merged.cells + at, k->cells, sizeof(Cell) * (size_t)k->rows * ROW_WIDTH);
+                    at += k->rows * ROW_WIDTH;
+                }
+                run_job(c, &merged);
+                free(merged.cells);
+            } else {
+                for (Job *k = j; k != NULL; k = k->next) run_job(c, k);
+            }
+        }
         pthread_mutex_lock(&c->mu);
-        j->next = NULL;
         if (c->done_tail) c->done_tail->next = j;
         else c->done = j;
-        c->done_tail = j;
-        if (j->kind == J_ROWS) c->pending_rows--;
+        c->done_tail = last;
+        if (j->kind == J_ROWS) c->pending_rows -= njobs;
         if (j->kind == J_COMMIT) {
             c->commits_done++;
             pthread_cond_broadcast(&c->done_cv);
