@@ -225,9 +225,9 @@ class GroupCommit:
     durability. The writer thread queues work with :meth:`rows` and :meth:`commit` and goes on
     encoding; :meth:`wait` (in a thread of its own) reports each commit's outcome. After a
     failure the committer rolls back and skips queued work until :meth:`reset`. While it is in
-    use it also takes over WAL checkpoints from SQLite's commit-time default: it checkpoints
-    when it has nothing queued (after reporting a commit), and at once only once the WAL has
-    grown past 4,000 pages.
+    use it also moves SQLite's WAL checkpoint (at 1,000 pages) out of its commits: it
+    checkpoints once it has reported the commit, so that the group's callers do not wait for
+    it; other commits on the connection checkpoint inside the commit, as SQLite's default.
     :meth:`for_connection` returns None where the compiled module is not built or cannot vouch
     for the connection; the spool then writes through the sqlite3 module.
     """
@@ -297,10 +297,10 @@ class GroupCommit:
         ]
 
     def checkpoints(self) -> tuple[int, int]:
-        """WAL checkpoints so far: run by the committer while idle, and run at once because
-        the WAL had grown past its bound (see ``_txn.c``)."""
-        idle, forced = self._committer.checkpoints()
-        return idle, forced
+        """WAL checkpoints so far: run by the committer after it reported a commit, and run
+        inside a commit (other threads' commits; see ``_txn.c``)."""
+        deferred, inlined = self._committer.checkpoints()
+        return deferred, inlined
 
     def close(self) -> None:
         """Finish the queued work (a group left open is rolled back), stop the thread,

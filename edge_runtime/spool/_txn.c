@@ -262,7 +262,7 @@ typedef struct {
     int serialized;           /* the connection has its own mutex: another thread may use it */
     int hooked;               /* wal_hook_cb is installed */
     int wal_frames;           /* frames in the WAL after the last commit (atomic) */
-    long long idle_checkpoints, forced_checkpoints; /* under mu */
+    long long deferred_checkpoints, inline_checkpoints; /* under mu */
     /* the thread's own */
     int in_txn, skipping, first_code;
     char first_message[256];
@@ -303,24 +303,25 @@ static int step_once(sqlite3_stmt *st, long long *out) {
 }
 
 /* WAL checkpoints. SQLite's default checkpoints inside the COMMIT that takes the WAL past
- * 1000 frames, so every few groups one commit also copies the WAL into the database file and
+ * 1000 pages, so every few groups one commit also copies the WAL into the database file and
  * its callers wait for that too. While the committer is in use the connection's WAL hook is
- * this one instead: it notes the WAL's size after each commit (whoever commits) and
- * checkpoints at once only past CKPT_FORCE frames; the committer thread checkpoints once the
- * WAL holds CKPT_IDLE frames and it has nothing queued, after it has reported the commit
- * (while the group's callers take in the answer and send more). The same work, the same
- * durability (the commit's fsync of the WAL), done when nobody waits for it. Without a mutex of
- * its own on the connection (not serialized) the hook checkpoints at CKPT_IDLE itself. */
-#define CKPT_IDLE 1000
-#define CKPT_FORCE 4000
+ * this one instead. After the committer's own COMMIT it only notes the WAL's size, and the
+ * committer checkpoints once it has reported the commit (the group's callers do not wait for
+ * it; the next group's rows do, as they would have waited for that commit). After any other
+ * commit on the connection (acks, maintenance: another thread) it checkpoints at once, as
+ * SQLite's default would. The same work at the same WAL size, the same durability (the
+ * commit's fsync of the WAL). On a connection without a mutex of its own (not serialized) the
+ * committer must not touch it after reporting, so it checkpoints inside its COMMIT too. */
+#define CKPT_PAGES 1000
 
 static int wal_hook_cb(void *arg, sqlite3 *db, const char *name, int frames) {
     Committer *c = arg;
-    if (frames >= CKPT_FORCE || (!c->serialized && frames >= CKPT_IDLE)) {
+    int committer = c->thread_started && pthread_equal(pthread_self(), c->thread);
+    if (frames >= CKPT_PAGES && (!committer || !c->serialized)) {
         api.wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         frames = 0;
         pthread_mutex_lock(&c->mu);
-        c->forced_checkpoints++;
+        c->inline_checkpoints++;
         pthread_mutex_unlock(&c->mu);
     }
     __atomic_store_n(&c->wal_frames, frames, __ATOMIC_RELAXED);
@@ -427,13 +428,13 @@ static void *committer_main(void *arg) {
         if (j->kind == J_COMMIT) {
             c->commits_done++;
             pthread_cond_broadcast(&c->done_cv);
-            if (c->todo == NULL && c->serialized && !c->in_txn &&
-                __atomic_load_n(&c->wal_frames, __ATOMIC_RELAXED) >= CKPT_IDLE) {
-                pthread_mutex_unlock(&c->mu);
+            if (c->serialized && !c->in_txn &&
+                __atomic_load_n(&c->wal_frames, __ATOMIC_RELAXED) >= CKPT_PAGES) {
+                pthread_mutex_unlock(&c->mu); /* the commit is reported: checkpoint now */
                 int rc = api.wal_checkpoint_v2(c->db, "main", SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
                 if (rc == SQLITE_OK) __atomic_store_n(&c->wal_frames, 0, __ATOMIC_RELAXED);
                 pthread_mutex_lock(&c->mu);
-                if (rc == SQLITE_OK) c->idle_checkpoints++;
+                if (rc == SQLITE_OK) c->deferred_checkpoints++;
             }
         }
     }
@@ -477,7 +478,7 @@ static void committer_shutdown(Committer *c) {
     }
     /* The thread ran everything queued; what it finished stays in `done` for wait() (the
      * outcomes of the last commits) or for dealloc. SQLite's own checkpointing again. */
-    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_IDLE);
+    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_PAGES);
     c->hooked = 0;
     committer_finalize(c);
 }
@@ -559,7 +560,7 @@ static PyObject *committer_new(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)c;
 fail:
     c->closed = 1;
-    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_IDLE);
+    if (c->hooked) api.wal_autocheckpoint(c->db, CKPT_PAGES);
     c->hooked = 0;
     committer_finalize(c);
     Py_DECREF(c);
@@ -728,9 +729,9 @@ static PyObject *committer_wait(Committer *c, PyObject *args) {
 
 static PyObject *committer_checkpoints(Committer *c, PyObject *unused) {
     pthread_mutex_lock(&c->mu);
-    long long idle = c->idle_checkpoints, forced = c->forced_checkpoints;
+    long long deferred = c->deferred_checkpoints, inlined = c->inline_checkpoints;
     pthread_mutex_unlock(&c->mu);
-    return Py_BuildValue("(LL)", idle, forced);
+    return Py_BuildValue("(LL)", deferred, inlined);
 }
 
 static PyObject *committer_close(Committer *c, PyObject *unused) {
@@ -750,7 +751,8 @@ static PyMethodDef committer_methods[] = {
     {"wait", (PyCFunction)committer_wait, METH_VARARGS,
      "wait(timeout=None) -> [(token, None | (code, message), used_bytes, busy_s)] | None."},
     {"checkpoints", (PyCFunction)committer_checkpoints, METH_NOARGS,
-     "checkpoints() -> (WAL checkpoints run idle by the committer, run at once by the hook)."},
+     "checkpoints() -> (WAL checkpoints the committer ran after reporting a commit, checkpoints "
+     "run inside a commit)."},
     {"close", (PyCFunction)committer_close, METH_NOARGS,
      "Finish the queued work, stop the thread, finalize the statements."},
     {NULL, NULL, 0, NULL},

@@ -114,8 +114,8 @@ class InFlight:
     started: float = 0.0
     encoded: float = 0.0
     busy_s: float = 0.0  # the committer's time on it
-    used_bytes: int = 0  # the file's pages in use after the commit
     done_at: float = 0.0
+    committed_at: float = 0.0  # the spool clock's monotonic time when it was committed
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
 
@@ -169,7 +169,7 @@ class Writer:
         self._group_commit: GroupCommit | None = None
         self._in_flight: InFlight | None = None
         self._notifier: threading.Thread | None = None
-        self._checkpoints = (0, 0)  # of committers closed before (idle, forced)
+        self._checkpoints = (0, 0)  # of committers closed before (deferred, inline)
         self._open: InFlight | None = None  # the group being gathered and streamed
         self._batch: list[Append | Ack] = []  # the group being gathered
         self._cap_due = False
@@ -197,13 +197,18 @@ class Writer:
             max_bytes=self.config.max_bytes,
             file_bytes=file_bytes,
         )
-        idle, forced = self._checkpoints
+        deferred, inlined = self._checkpoints
         gc = self._group_commit
         if gc is not None:
             more = gc.checkpoints()
-            idle, forced = idle + more[0], forced + more[1]
-        # WAL checkpoints the compiled committer ran while idle, and at once (WAL past bound)
-        extra = {**stats.extra, "wal_checkpoints_idle": idle, "wal_checkpoints_forced": forced}
+            deferred, inlined = deferred + more[0], inlined + more[1]
+        # WAL checkpoints, while the compiled committer is in use: run after it reported a
+        # commit, and run inside a commit (acks, maintenance)
+        extra = {
+            **stats.extra,
+            "wal_checkpoints_deferred": deferred,
+            "wal_checkpoints_inline": inlined,
+        }
         return replace(stats, extra=extra)
 
     # public entry points for queued calls (run in the writer thread)
@@ -397,6 +402,11 @@ class Writer:
                 if self._finish(got.job):  # it failed: its numbers are free again
                     encode_s += self._restream(batch)
                     seq = self._batch_end(batch)
+                elif nrows >= _EARLY_RECORDS and self._open is not None:
+                    # the group before is committed: this one commits next, and the callers
+                    # just answered start the one after (two groups alternate, so the
+                    # committer always has the next one's rows while one commits)
+                    break
             else:
                 nxt = got
                 arrived = time.perf_counter()
@@ -499,11 +509,18 @@ class Writer:
             self._notifier.start()
 
     def _notify_thread(self, gc: GroupCommit) -> None:
+        """Answer each committed group's callers at once (the figures first), then hand the
+        group to the writer (Done); a failed one only goes to the writer."""
         while (done := gc.wait()) is not None:
-            for token, error, used, busy_s in done:
+            for token, error, used_after, busy_s in done:
                 job = cast(InFlight, token)
-                job.error, job.used_bytes, job.busy_s = error, used, busy_s
-                job.done_at = time.perf_counter()
+                job.error, job.busy_s, job.done_at = error, busy_s, time.perf_counter()
+                job.committed_at = self._clock.monotonic()  # before anyone hears of it
+                if error is None:
+                    times = (job.started, job.encoded, job.done_at)
+                    # -1: the committer could not read it
+                    used = used_after if used_after >= 0 else self.figures.used_bytes
+                    self._answer(job.appends, [], job.delta, [], times, used=used, write_s=busy_s)
                 job.finished.set()
                 self._gate.queue.put(Done(job))
 
@@ -512,8 +529,8 @@ class Writer:
         gc, self._group_commit = self._group_commit, None
         if gc is not None:
             gc.close()
-            idle, forced = gc.checkpoints()
-            self._checkpoints = (self._checkpoints[0] + idle, self._checkpoints[1] + forced)
+            deferred, inlined = gc.checkpoints()
+            self._checkpoints = (self._checkpoints[0] + deferred, self._checkpoints[1] + inlined)
         if self._notifier is not None:
             self._notifier.join()
             self._notifier = None
@@ -527,10 +544,8 @@ class Writer:
             self._in_flight = None
             if job.error is not None:
                 self._fail_batch(job.appends, [], error)
-            else:
+            else:  # its callers were answered by the notifier
                 self._committed_seq = job.next_seq
-                for append in job.appends:
-                    append.future.set_result(range(append.first_seq, append.end_seq))
         self._open = None
         for op in self._batch:
             if not op.future.done():
@@ -557,14 +572,9 @@ class Writer:
             # the committer skips everything queued after the failure (the open group's rows
             # among them: see _restream) until this
             self._group_commit.reset()
-        if error is None:
+        if error is None:  # its callers were answered by the notifier
             self._committed_seq = job.next_seq
-            times = (job.started, job.encoded, job.done_at)
-            if job.used_bytes < 0:  # the committer could not read it
-                job.used_bytes = self.figures.used_bytes
-            self._complete(
-                job.appends, [], job.delta, [], times, write_s=job.busy_s, used=job.used_bytes
-            )
+            self._after_commit(appended=True, at=job.committed_at)
             return False
         if isinstance(error, sqlite3.Error) and is_corruption(error):
             try:
@@ -674,15 +684,38 @@ class Writer:
         delta: Delta,
         acked: list[int],
         times: tuple[float, float, float],
-        *,
-        write_s: float | None = None,
-        used: int | None = None,
     ) -> None:
-        """A group committed: figures, then its callers' answers, then the size cap.
+        """A group the writer committed itself: figures, its callers' answers, the cap."""
+        for rid in delta.acked_ids:
+            self._book.leased.pop(rid, None)
+        used = used_bytes(self._conn_or_fail())
+        self._answer(appends, acks, delta, acked, times, used=used)
+        self._after_commit(appended=bool(appends))
 
-        ``write_s`` is the committer's time on the group (else the time after encoding),
-        ``used`` the file's pages in use measured after the commit (else measured here)."""
-        self._after_write(delta, used)
+    def _answer(
+        self,
+        appends: list[Append],
+        acks: list[Ack],
+        delta: Delta,
+        acked: list[int],
+        times: tuple[float, float, float],
+        *,
+        used: int,
+        write_s: float | None = None,
+    ) -> None:
+        """The figures of a committed group, then its callers' answers. Safe from any thread
+        (the committer's notifier answers a streamed group as soon as it is committed; the
+        writer does the rest in :meth:`_finish`).
+
+        ``used`` is the file's pages in use after the commit; ``write_s`` the committer's time
+        on the group (else the time after encoding)."""
+        self.figures.apply(
+            delta.depth,
+            delta.nbytes,
+            used,
+            delta.removed,
+            (delta.compacted_parts, delta.compacted_records),
+        )
         rows = sum(len(op.items) for op in appends)
         self.figures.committed(
             appended=rows,
@@ -697,12 +730,18 @@ class Writer:
         for ack, count in zip(acks, acked, strict=True):
             ack.future.set_result(count)
         if appends:
-            self._book.note_commit(self._clock.monotonic(), self._committed_seq - 1)
             if self.figures.oldest_created is None:
                 self.figures.set_oldest(cast(float, appends[0].flat[5]))  # row 0's created_at
             self._notify()
-        # after the callers were answered; not while the committer holds the connection, nor
-        # while a group gathers (whether it is refused or encoded must not change meanwhile)
+
+    def _after_commit(self, *, appended: bool, at: float | None = None) -> None:
+        """The writer's part after a commit (its callers were answered): the lease book (the
+        commit's time: ``at``, else now), then the size cap."""
+        if appended:
+            when = self._clock.monotonic() if at is None else at
+            self._book.note_commit(when, self._committed_seq - 1)
+        # not while the committer holds the connection, nor while a group gathers (whether it
+        # is refused or encoded must not change meanwhile)
         if not self._gathering and self._open is None and self._in_flight is None:
             self._check_cap()
         elif self._full or self.figures.used_bytes > self._low_water():
@@ -790,14 +829,14 @@ class Writer:
         depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
         write_state(conn, next_seq, depth, self.figures.payload_bytes + delta.nbytes)
 
-    def _after_write(self, delta: Delta, used: int | None = None) -> None:
+    def _after_write(self, delta: Delta) -> None:
         """Apply a committed delta to the lease book and the figures."""
         for rid in delta.acked_ids:
             self._book.leased.pop(rid, None)
         self.figures.apply(
             delta.depth,
             delta.nbytes,
-            used_bytes(self._conn_or_fail()) if used is None else used,
+            used_bytes(self._conn_or_fail()),
             delta.removed,
             (delta.compacted_parts, delta.compacted_records),
         )

@@ -87,8 +87,9 @@ class SpoolConfig(BaseModel):
             "Group commit: the longest an append waits for other appends to share its "
             "transaction and fsync. 0 commits as soon as the writer thread is free. A group "
             "that already holds 1,000 records commits once no more work arrived for 0.25 ms "
-            "(and, with compiled_commit, once the committer has inserted what it was given). "
-            "While the previous group is still committing, appends join the next group."
+            "and, with compiled_commit, once the committer has inserted what it was given, or "
+            "as soon as the group before it is committed (so that two groups alternate: one "
+            "commits while the next one's rows go in)."
         ),
     )
     max_batch: int = Field(
@@ -104,7 +105,9 @@ class SpoolConfig(BaseModel):
             "append's rows into the group's open transaction without the GIL while the writer "
             "thread encodes the next, then commits (same statements, same fsync). False, or "
             "where it is not built, writes every group through Python's sqlite3 module in the "
-            "writer thread. The spool's figures say which is in use (compiled_commit)."
+            "writer thread. The spool's figures say which is in use (compiled_commit). "
+            "With it, SQLite's WAL checkpoint (at 1,000 pages) runs after the committer has "
+            "reported the commit instead of inside it."
         ),
     )
     compaction: CompactionConfig = Field(
