@@ -12,6 +12,7 @@ import logging
 import shutil
 import sqlite3
 import sysconfig
+from collections.abc import Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -169,17 +170,28 @@ def fresh_connection(path: Path) -> sqlite3.Connection:
     return conn
 
 
+@pytest.fixture
+def raw(tmp_path: Path) -> Iterator[tuple[sqlite3.Connection, GroupCommit]]:
+    """A spool file opened as the spool opens it, and a GroupCommit on it (closed after)."""
+    path = tmp_path / "raw.db"
+    conn = fresh_connection(path)
+    gc = GroupCommit.for_connection(conn, path)
+    assert gc is not None
+    yield conn, gc
+    gc.close()
+    conn.close()
+
+
 def row(i: int) -> list[object]:
     payload = bytearray(b"x" * 40)
     return [(1 << 56) | i, "p/k", "e" * 32, 1.0, 2.0, 3.0, 0, payload]
 
 
 @needs_compiled
-def test_group_commit_refuses_values_it_cannot_bind_before_queueing(tmp_path: Path) -> None:
-    path = tmp_path / "raw.db"
-    conn = fresh_connection(path)
-    gc = GroupCommit.for_connection(conn, path)
-    assert gc is not None
+def test_group_commit_refuses_values_it_cannot_bind_before_queueing(
+    raw: tuple[sqlite3.Connection, GroupCommit],
+) -> None:
+    conn, gc = raw
     try:
         with pytest.raises(TypeError):
             gc.rows([*row(1)[:7], object()])
@@ -202,15 +214,13 @@ def test_group_commit_refuses_values_it_cannot_bind_before_queueing(tmp_path: Pa
         1,
     )
     assert conn.execute("SELECT next_seq, depth1 FROM state").fetchone() == (3, 2)
-    conn.close()
 
 
 @needs_compiled
-def test_group_commit_reports_a_failure_and_skips_until_reset(tmp_path: Path) -> None:
-    path = tmp_path / "raw.db"
-    conn = fresh_connection(path)
-    gc = GroupCommit.for_connection(conn, path)
-    assert gc is not None
+def test_group_commit_reports_a_failure_and_skips_until_reset(
+    raw: tuple[sqlite3.Connection, GroupCommit],
+) -> None:
+    conn, gc = raw
     try:
         gc.rows(row(1) + row(1))  # the same id twice: the group fails
         gc.commit(2, (0, 1, 0), 40, "first")
@@ -232,21 +242,18 @@ def test_group_commit_reports_a_failure_and_skips_until_reset(tmp_path: Path) ->
     assert isinstance(outcomes[1][1], sqlite3.Error)
     assert outcomes[2][1] is None
     assert conn.execute("SELECT id & ? FROM records", (SEQ_MASK,)).fetchall() == [(7,)]
-    conn.close()
 
 
 @needs_compiled
-def test_group_commit_rolls_back_a_group_left_open(tmp_path: Path) -> None:
-    path = tmp_path / "raw.db"
-    conn = fresh_connection(path)
-    gc = GroupCommit.for_connection(conn, path)
-    assert gc is not None
+def test_group_commit_rolls_back_a_group_left_open(
+    raw: tuple[sqlite3.Connection, GroupCommit],
+) -> None:
+    conn, gc = raw
     gc.rows(row(1) + row(2))
     gc.close()  # no commit: nothing of the group stays
     assert gc.wait() is None
     assert not conn.in_transaction
     assert conn.execute("SELECT count(*) FROM records").fetchone() == (0,)
-    conn.close()
 
 
 @needs_compiled
@@ -287,14 +294,13 @@ def test_the_committer_checkpoints_the_wal_after_reporting_the_commit(tmp_path: 
 
 
 @needs_compiled
-def test_other_commits_checkpoint_inside_the_commit(tmp_path: Path) -> None:
+def test_other_commits_checkpoint_inside_the_commit(
+    raw: tuple[sqlite3.Connection, GroupCommit],
+) -> None:
     """Commits that do not go through the committer (acks, maintenance) checkpoint inside the
     commit past 1,000 pages, as SQLite's default; closing the committer gives checkpointing
     back to SQLite."""
-    path = tmp_path / "raw.db"
-    conn = fresh_connection(path)
-    gc = GroupCommit.for_connection(conn, path)
-    assert gc is not None
+    conn, gc = raw
     big = bytearray(b"y" * 3000)
     try:
         for k in range(3):
@@ -310,4 +316,3 @@ def test_other_commits_checkpoint_inside_the_commit(tmp_path: Path) -> None:
     assert (deferred, inlined) == (0, 3)  # about 1,900 pages per commit
     assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
     assert conn.execute("SELECT count(*) FROM records").fetchone() == (7500,)
-    conn.close()
