@@ -269,7 +269,8 @@ class Figures:
                 extra={
                     "open_check_s": self._open_check_s,
                     # where the writer's time goes, per record appended (encoding) and per
-                    # record appended or acked (transaction, fsync included)
+                    # record appended or acked (transaction, fsync included; with the compiled
+                    # committer its own time, without the WAL checkpoints it runs after)
                     "encode_us_per_record": self._encode_s / max(1, c["appended"]) * 1e6,
                     "write_us_per_record": self._write_s / max(1, c["committed_records"]) * 1e6,
                     # 1: rows are built by the compiled loop (_rows.c), 0: by the Python one
