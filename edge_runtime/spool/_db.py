@@ -1,6 +1,7 @@
 """The spool's SQLite file: schema, connection settings, the state row, and rescue copies.
 
-Only the spool's writer thread touches these connections.
+Only the spool's writer thread touches these connections, and the compiled committer's native
+thread (:class:`GroupCommit`) for the work the writer hands it.
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""The spool's writer thread: it alone uses the SQLite connection.
+"""The spool's writer thread: it owns the SQLite connection.
 
 It runs queued work in submission order. Appends and acks that arrive within
 ``commit_interval_ms`` of the first one waiting share one transaction and one fsync (group
 commit); a read (lease, release) that arrives meanwhile closes the group, so that reads see
 committed data only. Between commits it expires records past their TTL and keeps the file
 under its size cap.
+
+With the compiled committer (``_txn.c``, see :class:`GroupCommit`) the writer encodes the
+appends and a native thread inserts them and commits, on the same connection; the writer
+touches the connection itself only while nothing is queued there (the committer's WAL
+checkpoint after a reported commit aside, which SQLite's connection mutex serialises).
 """
 
 from __future__ import annotations
