@@ -405,8 +405,8 @@ class Writer:
             nxt = None
             if isinstance(got, Done):
                 if self._finish(got.job):  # it failed: its numbers are free again
-                    encode_s += self._restream(batch)
-                    seq = self._batch_end(batch)
+                    took, seq = self._restream(batch)
+                    encode_s += took
                 elif nrows >= _EARLY_RECORDS and self._open is not None:
                     # the group before is committed: this one commits next, and the callers
                     # just answered start the one after (two groups alternate, so the
@@ -450,7 +450,7 @@ class Writer:
     def _close(self, batch: list[Append | Ack], encode_s: float) -> None:
         """The group is complete: commit it (streamed: send its commit to the committer)."""
         if self._in_flight is not None and self._await_in_flight():
-            encode_s += self._restream(batch)  # the group before failed
+            encode_s += self._restream(batch)[0]  # the group before failed
         job, self._open = self._open, None
         if job is None:
             self._commit(batch, encode_s)
@@ -458,34 +458,36 @@ class Writer:
         job.appends = [op for op in batch if isinstance(op, Append)]
         job.encoded = time.perf_counter()
         job.started = job.encoded - encode_s
-        delta, next_seq = job.delta, self._committed_seq
-        for op in job.appends:
+        job.next_seq = self._tally(job.appends, job.delta)
+        depth, nbytes = self._state_after(job.delta)
+        self._in_flight = job
+        job.commit.commit(job.next_seq, depth, nbytes, job)
+
+    def _tally(self, appends: list[Append], delta: Delta) -> int:
+        """Add encoded ``appends`` to ``delta``; the next sequence number after them."""
+        next_seq = self._committed_seq
+        for op in appends:
             for cls in range(3):
                 delta.depth[cls] += op.counts[cls]
             delta.nbytes += op.nbytes
             next_seq = max(next_seq, op.end_seq)
-        job.next_seq = next_seq
-        depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
-        self._in_flight = job
-        job.commit.commit(next_seq, depth, self.figures.payload_bytes + delta.nbytes, job)
+        return next_seq
 
-    def _batch_end(self, batch: list[Append | Ack]) -> int:
-        seq = self._encode_from()
-        for op in batch:
-            if isinstance(op, Append) and op.end_seq:
-                seq = max(seq, op.end_seq)
-        return seq
+    def _state_after(self, delta: Delta) -> tuple[list[int], int]:
+        """The state row's pending records per class and payload bytes once ``delta`` is in."""
+        depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
+        return depth, self.figures.payload_bytes + delta.nbytes
 
     def _encode_from(self) -> int:
         """The next sequence number to encode with: after the group being committed, if any."""
         job = self._in_flight
         return job.next_seq if job is not None else self._committed_seq
 
-    def _restream(self, batch: list[Append | Ack]) -> float:
+    def _restream(self, batch: list[Append | Ack]) -> tuple[float, int]:
         """The group committed before ``batch`` failed: the committer skipped ``batch``'s
         rows, and their numbers must follow on from the last committed one. Number its
         appends again and stream them anew (or leave them to the writer, if the compiled
-        transaction was given up). Returns the time it took."""
+        transaction was given up). Returns the time it took and the next number after them."""
         started = time.perf_counter()
         self._open = None
         seq = self._committed_seq
@@ -498,7 +500,7 @@ class Writer:
                 self._stream(op)
             kept.append(op)
         batch[:] = kept
-        return time.perf_counter() - started
+        return time.perf_counter() - started, seq
 
     # -- the committer: inserts a group's rows while the writer encodes more ---------------
 
@@ -783,16 +785,11 @@ class Writer:
         conn = self._conn_or_fail()
         delta = Delta()
         acked: list[int] = []
-        next_seq = self._committed_seq
         conn.execute("BEGIN IMMEDIATE")
         try:
             if appends:  # one flat list for the group: fewer, larger statements
                 insert_flat(conn, appends[0].flat if len(appends) == 1 else _concat(appends))
-            for op in appends:
-                for cls in range(3):
-                    delta.depth[cls] += op.counts[cls]
-                delta.nbytes += op.nbytes
-                next_seq = max(next_seq, op.end_seq)
+            next_seq = self._tally(appends, delta)
             if acks:
                 acked = self._delete_acked(conn, acks, delta)
             self._write_state(conn, delta, next_seq)
@@ -831,8 +828,7 @@ class Writer:
         return counts
 
     def _write_state(self, conn: sqlite3.Connection, delta: Delta, next_seq: int) -> None:
-        depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
-        write_state(conn, next_seq, depth, self.figures.payload_bytes + delta.nbytes)
+        write_state(conn, next_seq, *self._state_after(delta))
 
     def _after_write(self, delta: Delta) -> None:
         """Apply a committed delta to the lease book and the figures."""
