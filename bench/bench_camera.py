@@ -49,8 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._camera_load import start_camera_publisher
 from edge_runtime.broker import MosquittoProcess
-from edge_runtime.config import parse_config
-from edge_runtime.inference import (
+from edge_runtime.camera import (
     DetectorModel,
     FrameBatch,
     FrameLimits,
@@ -63,8 +62,9 @@ from edge_runtime.inference import (
     file_sha256,
     make_decoder,
 )
+from edge_runtime.config import parse_config
 from edge_runtime.runtime import SiteRuntime
-from pipelines.camera import CameraPipeline
+from edge_runtime_pipelines.camera import CameraPipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "bench/data/vtest.avi"

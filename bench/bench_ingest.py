@@ -38,11 +38,11 @@ from bench._load import senml_pack, start_publisher
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.clock import SystemClock
 from edge_runtime.config import parse_config
-from edge_runtime.ingest import DecodeSpec, ReadingDecoder
-from edge_runtime.plugins import PipelineContext, RawMessage
+from edge_runtime.decode import DecodeSpec, ReadingDecoder
+from edge_runtime.pipelines import PipelineContext, RawMessage
 from edge_runtime.runtime import SiteRuntime
 from edge_runtime.uplink import decode_envelopes
-from pipelines.windows import WindowConfig, WindowPipeline
+from edge_runtime_pipelines.windows import WindowConfig, WindowPipeline
 
 
 def cpu() -> float:

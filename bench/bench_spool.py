@@ -46,11 +46,13 @@ from typing import cast
 import aiomqtt
 
 from edge_runtime.broker import MosquittoProcess
-from edge_runtime.config.models import BrokerConfig
 from edge_runtime.mqtt import MqttLink
-from edge_runtime.plugins._types import Summary
-from edge_runtime.spool import Sender, SenderConfig, SiteWrap, Spool, SpoolConfig, SpoolCore, Wrap
-from edge_runtime.spool._db import (
+from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.types import Envelope, Summary
+from edge_runtime.uplink.config import SenderConfig
+from edge_runtime.uplink.sender import Sender
+from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolConfig, SpoolCore, Wrap
+from edge_runtime.uplink.spool._db import (
     INSERT_SQL,
     ROW_WIDTH,
     GroupCommit,
@@ -58,9 +60,8 @@ from edge_runtime.spool._db import (
     insert_flat,
     read_state,
 )
-from edge_runtime.spool._encode import COMPILED, RowEncoder
-from edge_runtime.spool.records import pack_message
-from edge_runtime.uplink.envelope import Envelope
+from edge_runtime.uplink.spool._encode import COMPILED, RowEncoder
+from edge_runtime.uplink.spool.records import pack_message
 
 STATS = {
     "count": 12,

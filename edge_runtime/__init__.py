@@ -11,7 +11,7 @@ from edge_runtime.errors import (
     TransportError,
     UplinkError,
 )
-from edge_runtime.plugins import (
+from edge_runtime.pipelines import (
     KeyTable,
     Pipeline,
     PipelineConfig,

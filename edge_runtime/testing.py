@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.clock import ManualClock
-from edge_runtime.ingest.decoders import ReadingDecoder
-from edge_runtime.ingest.topics import TopicMatcher
-from edge_runtime.plugins._types import RawMessage, Summary
-from edge_runtime.plugins.api import Pipeline, PipelineConfig, PipelineContext
-from edge_runtime.plugins.registry import PluginRegistry
+from edge_runtime.decode.decoders import ReadingDecoder
+from edge_runtime.pipelines.api import Pipeline, PipelineConfig, PipelineContext
+from edge_runtime.pipelines.registry import PluginRegistry
+from edge_runtime.sources.topics import TopicMatcher
+from edge_runtime.types import RawMessage, Summary
 
 __all__ = ["HarnessResult", "PipelineHarness", "run_pipeline"]
 

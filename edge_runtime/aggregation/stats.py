@@ -33,7 +33,7 @@ from typing import Final, Literal, get_args
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.plugins._types import Stat
+from edge_runtime.types import Stat
 
 __all__ = [
     "ALL_STATS",

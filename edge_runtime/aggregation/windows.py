@@ -29,7 +29,7 @@ import numpy.typing as npt
 
 from edge_runtime.aggregation.spec import WindowSpec
 from edge_runtime.aggregation.stats import PERCENTILES, grouped_stats
-from edge_runtime.plugins._types import ReadingBatch, Summary
+from edge_runtime.types import ReadingBatch, Summary
 
 __all__ = ["CountFn", "WindowStore"]
 

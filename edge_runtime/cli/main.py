@@ -22,7 +22,7 @@ from edge_runtime import __version__
 from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
-from edge_runtime.plugins.registry import default_registry
+from edge_runtime.pipelines.registry import default_registry
 
 __all__ = ["main"]
 

@@ -11,7 +11,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from edge_runtime.config.models import SiteConfig
-from edge_runtime.plugins.registry import PluginRegistry
+from edge_runtime.pipelines.registry import PluginRegistry
 
 __all__ = ["config_reference"]
 

@@ -15,8 +15,12 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from edge_runtime.config.models import BrokerConfig, SiteConfig
 from edge_runtime.errors import ConfigError, PluginError
-from edge_runtime.plugins.api import PipelineConfig
-from edge_runtime.plugins.registry import PluginRegistry, default_registry, format_validation_error
+from edge_runtime.pipelines.api import PipelineConfig
+from edge_runtime.pipelines.registry import (
+    PluginRegistry,
+    default_registry,
+    format_validation_error,
+)
 
 __all__ = ["LoadedConfig", "load_config", "load_model", "parse_config"]
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_runtime.config.models import BrokerConfig
+from edge_runtime.mqtt.config import BrokerConfig
 
 __all__ = ["CoreConfig", "NatsForwardConfig"]
 

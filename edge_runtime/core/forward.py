@@ -13,7 +13,7 @@ import orjson
 
 from edge_runtime.core.config import NatsForwardConfig
 from edge_runtime.errors import EdgeRuntimeError, UplinkError
-from edge_runtime.uplink.envelope import Envelope
+from edge_runtime.types import Envelope
 
 __all__ = ["NatsForwarder"]
 

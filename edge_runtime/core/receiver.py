@@ -24,10 +24,10 @@ from edge_runtime.core.config import CoreConfig
 from edge_runtime.core.forward import NatsForwarder
 from edge_runtime.core.store import SiteProgress, SummaryStore
 from edge_runtime.errors import DecodeError, UplinkError
-from edge_runtime.mqtt.connection import MqttLink
+from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
-from edge_runtime.plugins._types import RawMessage
-from edge_runtime.uplink.envelope import Envelope, decode_envelopes
+from edge_runtime.types import Envelope, RawMessage
+from edge_runtime.uplink.envelope import decode_envelopes
 
 __all__ = ["CoreReceiver"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from edge_runtime.uplink.envelope import Envelope
+from edge_runtime.types import Envelope
 
 __all__ = ["SiteProgress", "SummaryStore"]
 

@@ -25,11 +25,11 @@ from typing import Any
 
 from edge_runtime.broker.embedded import MosquittoProcess
 from edge_runtime.config.loader import parse_config
-from edge_runtime.config.models import BrokerConfig
 from edge_runtime.core import CoreConfig, CoreReceiver
 from edge_runtime.datasets.akl import ATTRIBUTION as AKL_ATTRIBUTION
 from edge_runtime.demo.dashboard import Dashboard
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.replay.importers import import_akl
 from edge_runtime.replay.player import replay_to_broker
 from edge_runtime.runtime.site import SiteRuntime

@@ -22,8 +22,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import orjson
 
-from edge_runtime.config.models import BrokerConfig
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.ops.logs import setup_logging
 from edge_runtime.replay._progress import ProgressLine, human_bytes
 from edge_runtime.replay.format import RecordingReader, is_recording
@@ -173,7 +173,7 @@ def _config_filters(config: str | None) -> list[str]:
     if not config:
         return []
     from edge_runtime.config.loader import load_config  # noqa: PLC0415
-    from edge_runtime.ingest.topics import minimal_filters  # noqa: PLC0415
+    from edge_runtime.sources.topics import minimal_filters  # noqa: PLC0415
 
     loaded = load_config(config)
     topics = [t for p in loaded.pipelines for t in p.topics]

@@ -32,7 +32,7 @@ import msgpack
 
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError
-from edge_runtime.plugins._types import RawMessage
+from edge_runtime.types import RawMessage
 
 __all__ = [
     "FORMAT_VERSION",

@@ -32,11 +32,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, I
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from edge_runtime.config.models import BrokerConfig
 from edge_runtime.errors import TransportError
-from edge_runtime.mqtt.connection import MqttLink
-from edge_runtime.plugins._types import RawMessage
+from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.replay.format import RecordingHeader, RecordingReader
+from edge_runtime.types import RawMessage
 
 __all__ = [
     "ReplayProgress",

@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from edge_runtime.config.models import BrokerConfig
 from edge_runtime.errors import TransportError
-from edge_runtime.mqtt.connection import MqttLink
-from edge_runtime.plugins._types import RawMessage
+from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.replay.format import RecordingHeader, RecordingWriter
+from edge_runtime.types import RawMessage
 
 __all__ = ["RecordProgress", "RecordResult", "StopReason", "record"]
 

@@ -23,19 +23,21 @@ from edge_runtime import __version__
 from edge_runtime.broker.embedded import EmbeddedBroker
 from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
-from edge_runtime.config.models import BrokerConfig
-from edge_runtime.ingest.decoders import ReadingDecoder
-from edge_runtime.ingest.queue import IngestQueue
-from edge_runtime.ingest.topics import TopicMatcher, minimal_filters
-from edge_runtime.mqtt.connection import MqttLink
+from edge_runtime.decode.decoders import ReadingDecoder
+from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
-from edge_runtime.plugins._types import RawMessage, Summary
-from edge_runtime.plugins.api import Pipeline, PipelineContext
-from edge_runtime.spool import Sender, SenderConfig, Spool, SpoolConfig
+from edge_runtime.pipelines.api import Pipeline, PipelineContext
+from edge_runtime.sources.queue import IngestQueue
+from edge_runtime.sources.topics import TopicMatcher, minimal_filters
+from edge_runtime.types import RawMessage, Summary
 from edge_runtime.uplink.base import Uplink
+from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.memory import MemoryUplink
+from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.seq import SeqAllocator
+from edge_runtime.uplink.spool import Spool, SpoolConfig
 from edge_runtime.uplink.spooled import SpooledUplink
 
 __all__ = ["MessageSource", "PipelineSlot", "SiteRuntime"]

@@ -1,11 +1,26 @@
-"""Uplink: envelopes and the sender that hands them to the core broker."""
+"""The uplink: a summary leaves the pipelines in an envelope, is kept in the durable spool, and
+the sender drains the spool to the core broker.
 
-from edge_runtime.uplink.envelope import (
-    Encoding,
-    Envelope,
-    decode_envelopes,
-    encode_envelopes,
-    envelope_id,
-)
+envelope   the wire format (msgpack or JSON lists of :class:`~edge_runtime.types.Envelope`)
+spool      the durable store-and-forward spool (SQLite)
+sender     drains the spool to the core broker over the MQTT link
+spooled    the site's uplink: spool + sender; memory: the in-memory one (no spool)
+"""
 
-__all__ = ["Encoding", "Envelope", "decode_envelopes", "encode_envelopes", "envelope_id"]
+from edge_runtime.types import Envelope, envelope_id
+from edge_runtime.uplink.config import SenderConfig, UplinkConfig
+from edge_runtime.uplink.envelope import Encoding, decode_envelopes, encode_envelopes
+from edge_runtime.uplink.sender import Publisher, Sender, SenderStats
+
+__all__ = [
+    "Encoding",
+    "Envelope",
+    "Publisher",
+    "Sender",
+    "SenderConfig",
+    "SenderStats",
+    "UplinkConfig",
+    "decode_envelopes",
+    "encode_envelopes",
+    "envelope_id",
+]

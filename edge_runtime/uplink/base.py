@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
-from edge_runtime.plugins._types import Summary
+from edge_runtime.types import Summary
 
 __all__ = ["Uplink"]
 

@@ -16,11 +16,11 @@ from types import TracebackType
 from typing import Any
 
 from edge_runtime.clock import Clock
-from edge_runtime.config.models import UplinkConfig
 from edge_runtime.errors import TransportError
-from edge_runtime.mqtt.connection import MqttLink
-from edge_runtime.plugins._types import Summary
-from edge_runtime.uplink.envelope import Envelope, encode_envelopes
+from edge_runtime.mqtt.link import MqttLink
+from edge_runtime.types import Envelope, Summary
+from edge_runtime.uplink.config import UplinkConfig
+from edge_runtime.uplink.envelope import encode_envelopes
 from edge_runtime.uplink.seq import SeqAllocator
 
 __all__ = ["MemoryUplink"]

@@ -14,8 +14,9 @@ from types import TracebackType
 from typing import Any, Self
 
 from edge_runtime.clock import Clock
-from edge_runtime.plugins._types import Summary
-from edge_runtime.spool import Sender, SiteWrap, Spool, SpoolError
+from edge_runtime.types import Summary
+from edge_runtime.uplink.sender import Sender
+from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError
 
 __all__ = ["SpooledUplink"]
 

@@ -24,7 +24,7 @@ from edge_runtime import ManualClock, RawMessage
 from edge_runtime.aggregation import merge_stats
 from edge_runtime.datasets.akl import sensor_slug
 from edge_runtime.testing import run_pipeline
-from pipelines.windows import WindowPipeline
+from edge_runtime_pipelines.windows import WindowPipeline
 from tests.aggregation.agg_helpers import (
     assert_stats_equal,
     json_messages,

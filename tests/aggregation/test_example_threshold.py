@@ -9,7 +9,7 @@ import pytest
 
 from edge_runtime import ManualClock, PluginError
 from edge_runtime.testing import PipelineHarness, run_pipeline
-from pipelines.example_threshold import ThresholdPipeline
+from edge_runtime_pipelines.threshold import ThresholdPipeline
 from tests.aggregation.agg_helpers import T0, json_message, json_messages, senml_pack
 
 

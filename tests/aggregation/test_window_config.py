@@ -8,9 +8,9 @@ import pytest
 
 from edge_runtime import PluginError
 from edge_runtime.aggregation import ALL_STATS, WindowSpec
-from edge_runtime.plugins import PluginRegistry, default_registry
-from pipelines.example_threshold import ThresholdPipeline
-from pipelines.windows import WindowConfig, WindowPipeline
+from edge_runtime.pipelines import PluginRegistry, default_registry
+from edge_runtime_pipelines.threshold import ThresholdPipeline
+from edge_runtime_pipelines.windows import WindowConfig, WindowPipeline
 
 
 def validate(window: dict[str, Any]) -> WindowConfig:

@@ -11,7 +11,7 @@ import pytest
 
 from edge_runtime import ManualClock, RawMessage, Summary
 from edge_runtime.testing import PipelineHarness, run_pipeline
-from pipelines.windows import WindowPipeline
+from edge_runtime_pipelines.windows import WindowPipeline
 from tests.aggregation.agg_helpers import (
     T0,
     assert_stats_equal,

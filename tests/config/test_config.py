@@ -11,7 +11,7 @@ from edge_runtime.cli import main
 from edge_runtime.cli.reference import config_reference
 from edge_runtime.config import load_config, parse_config
 from edge_runtime.errors import ConfigError
-from edge_runtime.plugins import default_registry
+from edge_runtime.pipelines import default_registry
 from tests.support import ROOT
 
 MINIMAL = """
@@ -45,7 +45,7 @@ def test_check_prints_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert main(["check", "-c", str(cfg)]) == 0
     out = capsys.readouterr()
     assert '"site_id": "s1"' in out.out
-    assert "pipelines.windows.WindowPipeline" in out.out
+    assert "edge_runtime_pipelines.windows.WindowPipeline" in out.out
     assert "is valid" in out.err
 
 

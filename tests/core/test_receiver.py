@@ -12,7 +12,7 @@ import pytest
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.config import BrokerConfig
 from edge_runtime.core import CoreConfig, CoreReceiver, NatsForwardConfig
-from edge_runtime.plugins import Summary
+from edge_runtime.pipelines import Summary
 from edge_runtime.uplink import Envelope, encode_envelopes
 from tests.support import NatsServer
 

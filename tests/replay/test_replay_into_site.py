@@ -120,7 +120,7 @@ async def test_a_video_replays_as_a_camera_through_the_camera_pipeline(
     through the normal camera pipeline: per-window summaries for the camera, flagged replayed,
     every frame analysed, people detected, and the same summaries at 1x and at maximum speed."""
     pytest.importorskip("onnxruntime", reason="needs onnxruntime (extra 'video')")
-    from tests.video._helpers import MODEL_TOML
+    from tests.camera.video._helpers import MODEL_TOML
 
     path = tmp_path / "clip.edgerec"
     t0 = 1_700_000_000.0

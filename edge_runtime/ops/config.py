@@ -1,0 +1,41 @@
+"""Metrics, health and logs settings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["OpsConfig"]
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class OpsConfig(_Model):
+    """Metrics, health and logs."""
+
+    http_host: str = Field(
+        default="127.0.0.1", description="Address of the metrics/health HTTP endpoint."
+    )
+    http_enabled: bool = Field(
+        default=True, description="Serve the metrics/health HTTP endpoint at all."
+    )
+    http_port: int = Field(
+        default=9108,
+        ge=0,
+        le=65535,
+        description="Port of the HTTP endpoint serving /metrics (Prometheus), /healthz, /readyz "
+        "and /status; 0 picks a free port.",
+    )
+    log_format: Literal["json", "text"] = Field(
+        default="json", description="Log line format: structured 'json' or human 'text'."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest log level written."
+    )
+    tick_interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="How often pipelines' on_tick runs (closes idle windows, emits timers).",
+    )

@@ -1,0 +1,267 @@
+"""The data types every stage shares, in the order data meets them: a raw message from a
+source, a batch of decoded readings, a summary a pipeline emits, and the envelope a summary
+travels in from the site to the core."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.errors import DecodeError
+
+__all__ = [
+    "ENVELOPE_SCHEMA",
+    "Envelope",
+    "KeyTable",
+    "RawMessage",
+    "ReadingBatch",
+    "Stat",
+    "Summary",
+    "SummaryKind",
+    "envelope_id",
+]
+
+Stat = float | int | None
+SummaryKind = Literal["summary", "correction", "alert"]
+
+
+class KeyTable(dict[str, int]):
+    """Interns key strings to dense int32 codes, shared by all batches of one pipeline.
+
+    Decoding maps keys with ``map(table.__getitem__, keys)`` so a new key costs one insertion
+    and a known key one C-level dict lookup; ``names[code]`` maps back.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
+
+    def __missing__(self, key: str) -> int:
+        code = len(self.names)
+        self.names.append(key)
+        self[key] = code
+        return code
+
+    def encode(self, keys: Sequence[str]) -> npt.NDArray[np.int32]:
+        return np.fromiter(map(self.__getitem__, keys), dtype=np.int32, count=len(keys))
+
+    def prefixed(self, prefix: str) -> _PrefixTable:
+        """A view that maps ``name`` to the code of ``prefix + name`` without building the
+        joined string for names seen before (SenML base name + name)."""
+        views: dict[str, _PrefixTable] = self.__dict__.setdefault("_views", {})
+        view = views.get(prefix)
+        if view is None:
+            if len(views) > 4096:
+                views.clear()
+            view = views[prefix] = _PrefixTable(self, prefix)
+        return view
+
+
+class _PrefixTable(dict[str, int]):
+    def __init__(self, table: KeyTable, prefix: str) -> None:
+        super().__init__()
+        self.table = table
+        self.prefix = prefix
+
+    def __missing__(self, name: str) -> int:
+        code = self[name] = self.table[self.prefix + name]
+        return code
+
+
+@dataclass(slots=True)
+class RawMessage:
+    """One message as the transport received it; the only message type past the ingest layer.
+
+    Treat it as immutable (it is not frozen only because frozen dataclasses cost several times
+    more to build, and one is built per message)."""
+
+    topic: str
+    payload: bytes
+    qos: int = 0
+    retain: bool = False
+    received_at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True)
+class ReadingBatch:
+    """Readings decoded from a micro-batch of messages, as parallel numpy arrays.
+
+    ``values`` is float64 and holds NaN for a missing value; ``times`` are event times in
+    seconds since the epoch; ``keys`` are codes into ``key_table``.
+    """
+
+    keys: npt.NDArray[np.int32]
+    values: npt.NDArray[np.float64]
+    times: npt.NDArray[np.float64]
+    key_table: KeyTable
+    received_at: float = 0.0
+    replayed: bool = False
+
+    def __len__(self) -> int:
+        return int(self.values.shape[0])
+
+    @classmethod
+    def empty(cls, key_table: KeyTable, received_at: float = 0.0) -> ReadingBatch:
+        return cls(
+            keys=np.empty(0, dtype=np.int32),
+            values=np.empty(0, dtype=np.float64),
+            times=np.empty(0, dtype=np.float64),
+            key_table=key_table,
+            received_at=received_at,
+        )
+
+
+@dataclass(slots=True)
+class Summary:
+    """A distilled result a pipeline emits; the uplink wraps it into an envelope. Treat it as
+    immutable (not frozen for construction speed: one is built per window and key).
+
+    ``revision`` is 0 for the first emission of a window and grows with each correction, so
+    that ``(pipeline, key, window_start, window_end, kind, revision)`` identifies it for good.
+    """
+
+    pipeline: str
+    key: str
+    window_start: float
+    window_end: float
+    stats: Mapping[str, Stat]
+    kind: SummaryKind = "summary"
+    revision: int = 0
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+
+ENVELOPE_SCHEMA = 1
+
+
+def envelope_id(site: str, summary: Summary) -> str:
+    ident = "\x1f".join(
+        (
+            site,
+            summary.pipeline,
+            summary.key,
+            repr(float(summary.window_start)),
+            repr(float(summary.window_end)),
+            summary.kind,
+            str(summary.revision),
+        )
+    )
+    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(slots=True, frozen=True)
+class Envelope:
+    """A summary with the site-level facts the core needs."""
+
+    id: str
+    site: str
+    seq: int
+    pipeline: str
+    key: str
+    window_start: float
+    window_end: float
+    stats: Mapping[str, Stat]
+    kind: SummaryKind
+    revision: int
+    created_at: float
+    version: str
+    config_hash: str
+    backlog: bool = False
+    replayed: bool = False
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def wrap(
+        cls,
+        summary: Summary,
+        *,
+        site: str,
+        seq: int,
+        created_at: float,
+        version: str,
+        config_hash: str,
+        replayed: bool = False,
+    ) -> Envelope:
+        return cls(
+            id=envelope_id(site, summary),
+            site=site,
+            seq=seq,
+            pipeline=summary.pipeline,
+            key=summary.key,
+            window_start=summary.window_start,
+            window_end=summary.window_end,
+            stats=summary.stats,
+            kind=summary.kind,
+            revision=summary.revision,
+            created_at=created_at,
+            version=version,
+            config_hash=config_hash,
+            replayed=replayed,
+            attrs=summary.attrs,
+        )
+
+    @property
+    def stream(self) -> str:
+        """Ordering is kept per stream: one pipeline's one key."""
+        return f"{self.pipeline}/{self.key}"
+
+    def as_backlog(self) -> Envelope:
+        return replace(self, backlog=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": ENVELOPE_SCHEMA,
+            "id": self.id,
+            "site": self.site,
+            "seq": self.seq,
+            "pipeline": self.pipeline,
+            "key": self.key,
+            "window_start": self.window_start,
+            "window_end": self.window_end,
+            "stats": {k: _finite(v) for k, v in self.stats.items()},
+            "kind": self.kind,
+            "revision": self.revision,
+            "created_at": self.created_at,
+            "version": self.version,
+            "config_hash": self.config_hash,
+            "backlog": self.backlog,
+            "replayed": self.replayed,
+            "attrs": dict(self.attrs),
+        }
+
+    @classmethod
+    def from_dict(cls, doc: Mapping[str, Any]) -> Envelope:
+        try:
+            if doc.get("schema") != ENVELOPE_SCHEMA:
+                raise DecodeError("wrong_schema", f"envelope schema {doc.get('schema')!r}")
+            return cls(
+                id=str(doc["id"]),
+                site=str(doc["site"]),
+                seq=int(doc["seq"]),
+                pipeline=str(doc["pipeline"]),
+                key=str(doc["key"]),
+                window_start=float(doc["window_start"]),
+                window_end=float(doc["window_end"]),
+                stats=dict(doc["stats"]),
+                kind=doc["kind"],
+                revision=int(doc["revision"]),
+                created_at=float(doc["created_at"]),
+                version=str(doc["version"]),
+                config_hash=str(doc["config_hash"]),
+                backlog=bool(doc.get("backlog", False)),
+                replayed=bool(doc.get("replayed", False)),
+                attrs=dict(doc.get("attrs") or {}),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DecodeError("malformed_envelope", f"{exc!r}") from exc
+
+
+def _finite(value: Stat) -> Stat:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN/inf have no JSON form; None means "no value" (e.g. stddev of 0 readings)
+    return value

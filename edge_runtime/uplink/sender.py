@@ -1,0 +1,300 @@
+"""The sender: drains the spool to the core broker, QoS 1, records marked sent after PUBACK.
+
+Several envelopes travel in one uplink message (up to ``max_batch_bytes``), and up to
+``max_in_flight`` messages are published before the first PUBACK comes back. Messages leave in
+lease order on one connection and one topic, and MQTT keeps QoS 1 messages in order there, so
+each stream's records reach the core in order (per lane: see the spool's lease book).
+
+When a publish fails the link is down: every record in flight goes back to the spool, all that
+was pending moves to the backlog lane, and the sender waits for :meth:`Publisher.wait_connected`
+(no retry timer). Backlog records are sent flagged ``backlog=True`` behind alerts and live data,
+at most ``backlog_rate_per_s`` per second when a rate is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol
+
+from edge_runtime.clock import Clock, SystemClock
+from edge_runtime.errors import TransportError
+from edge_runtime.uplink.config import SenderConfig
+from edge_runtime.uplink.envelope import encode_envelopes
+from edge_runtime.uplink.spool.errors import SpoolError
+from edge_runtime.uplink.spool.records import Lane, SpoolRecord, pack_message
+from edge_runtime.uplink.spool.spool import Spool
+from edge_runtime.uplink.spool.stats import RateWindow
+
+__all__ = ["Publisher", "Sender", "SenderStats", "TokenBucket"]
+
+log = logging.getLogger(__name__)
+
+QOS = 1
+
+
+class Publisher(Protocol):
+    """The link to the core broker, as the sender needs it."""
+
+    async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+        """Publish and return once the broker acknowledged the message (PUBACK for QoS 1).
+
+        Messages must be written to the connection in the order of the calls (the sender
+        pipelines: it calls again before earlier calls returned). Raises
+        :class:`~edge_runtime.errors.TransportError` when the link is down or drops.
+        """
+        ...
+
+    async def wait_connected(self) -> None:
+        """Return as soon as the link is up (at once when it is)."""
+        ...
+
+
+class TokenBucket:
+    """``rate`` tokens per second, at most ``burst`` banked (monotonic clock)."""
+
+    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._tokens = burst
+        self._at = clock.monotonic()
+
+    def available(self) -> float:
+        now = self._clock.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return self._tokens
+
+    def take(self, count: int) -> None:
+        self.available()
+        self._tokens -= count
+
+    def wait_s(self, count: float) -> float:
+        """Seconds until ``count`` tokens are banked."""
+        return max(0.0, (min(count, self.burst) - self.available()) / self.rate)
+
+
+@dataclass(frozen=True, slots=True)
+class SenderStats:
+    """Figures of the sender since it started."""
+
+    connected: bool
+    link_downs: int
+    messages_sent: int
+    records_sent: int
+    records_by_lane: Mapping[str, int]
+    backlog_flagged: int
+    bytes_sent: int
+    in_flight: int
+    publish_failures: int
+    spool_errors: int
+    send_rate_per_s: float
+    backlog_tokens: float | None
+
+
+class Sender:
+    """Drains a :class:`Spool` through a :class:`Publisher`.
+
+    ``async with Sender(spool, publisher, config):`` runs the drain loop as a named task in the
+    sender's task group until the block exits; or await :meth:`run` in a task group of your own.
+    """
+
+    def __init__(
+        self,
+        spool: Spool,
+        publisher: Publisher,
+        config: SenderConfig,
+        *,
+        clock: Clock | None = None,
+    ) -> None:
+        self.config = config
+        self._spool = spool
+        self._publisher = publisher
+        self._clock: Clock = clock or SystemClock()
+        self._bucket: TokenBucket | None = None
+        self._chunk = config.max_batch_records
+        if config.backlog_rate_per_s is not None:
+            rate = config.backlog_rate_per_s
+            burst = config.backlog_burst or max(rate, float(config.max_batch_records))
+            self._bucket = TokenBucket(rate, burst, self._clock)
+            # take the backlog in chunks of at most 1/20 s of the rate: few, full messages
+            self._chunk = max(1, min(config.max_batch_records, int(rate / 20), int(burst)))
+        self._group: asyncio.TaskGroup | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._connected = False
+        self._link_downs = 0
+        self._messages = 0
+        self._records = 0
+        self._by_lane = dict.fromkeys((lane.value for lane in Lane), 0)
+        self._backlog_flagged = 0
+        self._bytes = 0
+        self._in_flight = 0
+        self._publish_failures = 0
+        self._spool_errors = 0
+        self._rate = RateWindow(10.0)
+        self._sent = asyncio.Event()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Sender:
+        group = asyncio.TaskGroup()
+        await group.__aenter__()
+        self._group = group
+        self._task = group.create_task(self.run(), name="spool-sender")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        try:
+            if self._group is not None:
+                await self._group.__aexit__(exc_type, exc, tb)
+        finally:
+            self._group = self._task = None
+            with contextlib.suppress(SpoolError):
+                await self._spool.release()
+
+    # -- figures ---------------------------------------------------------------------------
+
+    def stats(self) -> SenderStats:
+        return SenderStats(
+            connected=self._connected,
+            link_downs=self._link_downs,
+            messages_sent=self._messages,
+            records_sent=self._records,
+            records_by_lane=dict(self._by_lane),
+            backlog_flagged=self._backlog_flagged,
+            bytes_sent=self._bytes,
+            in_flight=self._in_flight,
+            publish_failures=self._publish_failures,
+            spool_errors=self._spool_errors,
+            send_rate_per_s=self._rate.rate(time.monotonic()),
+            backlog_tokens=None if self._bucket is None else self._bucket.available(),
+        )
+
+    async def wait_sent(self, count: int) -> None:
+        """Wait until the core broker acknowledged (PUBACK) ``count`` records in all.
+
+        Marking them sent in the spool follows a moment later.
+        """
+        while self._records < count:
+            self._sent.clear()
+            await self._sent.wait()
+
+    # -- the drain loop --------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Drain forever: wait for the link, send, and start over when the link drops."""
+        failures = 0
+        while True:
+            if failures > 1:  # failing while "connected": do not spin
+                delay = min(5.0, 0.05 * 2 ** (failures - 2))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+            await self._publisher.wait_connected()
+            if not self._connected:
+                log.info("uplink connected; draining the spool (%d pending)", self._pending())
+            self._connected = True
+            sent_before = self._messages
+            try:
+                await self._drain()
+            except* TransportError as group:
+                self._connected = False
+                self._link_downs += 1
+                self._publish_failures += 1
+                log.warning(
+                    "uplink down (%s); in-flight records go back to the spool and are resent "
+                    "as backlog once the link is back",
+                    group.exceptions[0],
+                )
+                with contextlib.suppress(SpoolError):
+                    await self._spool.release(mark_backlog=True)
+            except* SpoolError as group:
+                self._spool_errors += 1
+                log.error("sender: the spool failed (%s); retrying", group.exceptions[0])
+                with contextlib.suppress(SpoolError):
+                    await self._spool.release()
+            failures = 0 if self._messages > sent_before else failures + 1
+
+    def _pending(self) -> int:
+        return self._spool.stats().depth
+
+    async def _drain(self) -> None:
+        slots = asyncio.Semaphore(self.config.max_in_flight)
+        async with asyncio.TaskGroup() as group:
+            while True:
+                await slots.acquire()
+                try:
+                    records = await self._next_batch()
+                except BaseException:
+                    slots.release()
+                    raise
+                group.create_task(self._send(records, slots), name="spool-publish")
+
+    async def _next_batch(self) -> list[SpoolRecord]:
+        config = self.config
+        while True:
+            budget: int | None = None
+            if self._bucket is not None:
+                tokens = int(self._bucket.available())
+                budget = tokens if tokens >= self._chunk else 0
+            records = await self._spool.lease(
+                config.max_batch_records,
+                config.max_batch_bytes,
+                backlog_budget=budget,
+                live_window_s=config.live_window_s,
+            )
+            if records:
+                if self._bucket is not None:
+                    self._bucket.take(sum(1 for r in records if r.lane is Lane.BACKLOG))
+                return records
+            timeout = None
+            if self._bucket is not None and budget == 0:
+                stats = self._spool.stats()
+                if stats.depth > stats.leased:  # backlog may be waiting for tokens
+                    timeout = self._bucket.wait_s(self._chunk)
+            await self._spool.wait_leasable(timeout)
+
+    def _message(self, records: Sequence[SpoolRecord]) -> bytes:
+        if self.config.encoding == "msgpack":
+            return pack_message([r.wire_payload() for r in records])
+        return encode_envelopes([r.envelope() for r in records], "json")
+
+    async def _send(self, records: list[SpoolRecord], slots: asyncio.Semaphore) -> None:
+        self._in_flight += 1
+        try:
+            payload = self._message(records)
+            try:
+                async with asyncio.timeout(self.config.publish_timeout_s):
+                    await self._publisher.publish(self.config.topic, payload, QOS)
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"no PUBACK within publish_timeout_s={self.config.publish_timeout_s}"
+                ) from exc
+            self._count_sent(records, len(payload))
+            # once submitted the ack commits even if this task is cancelled meanwhile
+            await self._spool.ack([r.id for r in records])
+        finally:
+            self._in_flight -= 1
+            slots.release()
+
+    def _count_sent(self, records: Sequence[SpoolRecord], nbytes: int) -> None:
+        self._messages += 1
+        self._records += len(records)
+        self._bytes += nbytes
+        for record in records:
+            self._by_lane[record.lane.value] += 1
+        self._backlog_flagged += sum(1 for r in records if r.backlog)
+        self._rate.add(time.monotonic(), len(records))
+        self._sent.set()
