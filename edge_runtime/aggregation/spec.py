@@ -110,7 +110,7 @@ class WindowSpec(BaseModel):
         if not _close(per_reading * hop, size):
             raise ValueError(
                 f"size_s ({size:g}) must be a whole multiple of hop_s ({hop:g}); choose a hop_s "
-                f"that divides it, e.g. {size / max(per_reading, 1):g}"
+                f"that divides it, e.g. {' or '.join(_dividing_hops(size, hop))}"
             )
         if per_reading > MAX_WINDOWS_PER_READING:
             raise ValueError(
@@ -146,6 +146,23 @@ class WindowSpec(BaseModel):
     @property
     def windows_per_reading(self) -> int:
         return round(self.size_s / self.hop)
+
+
+def _dividing_hops(size: float, hop: float) -> list[str]:
+    """The accepted hop_s values nearest to ``hop`` (one below, one above), written as a user
+    would type them; a value is offered only if it passes the check above as written."""
+    below: str | None = None
+    above: str | None = None
+    for n in range(1, MAX_WINDOWS_PER_READING + 1):
+        text = f"{size / n:g}"
+        candidate = float(text)
+        if not _close(round(size / candidate) * candidate, size):
+            continue  # size / n has no short exact form (20 / 3 = 6.66667 is not accepted)
+        if candidate <= hop:
+            below = below or text
+        else:
+            above = text
+    return [t for t in (below, above) if t is not None]
 
 
 def _close(a: float, b: float) -> bool:

@@ -93,7 +93,7 @@ def load_model(model: type[M], path: str | os.PathLike[str]) -> M:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
-            "invalid configuration:\n" + format_validation_error(exc), source=source
+            "invalid configuration:\n" + format_validation_error(exc, model=model), source=source
         ) from exc
 
 
@@ -114,7 +114,8 @@ def parse_config(
         site = SiteConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(
-            "invalid configuration:\n" + format_validation_error(exc), source=source
+            "invalid configuration:\n" + format_validation_error(exc, model=SiteConfig),
+            source=source,
         ) from exc
     site = _resolve_paths(site, base)
     env = os.environ if environ is None else environ

@@ -7,17 +7,18 @@ A plugin is validated when it is registered; a broken one fails loudly with its 
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import inspect
 import logging
 import sys
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from edge_runtime.errors import PluginError
 from edge_runtime.pipelines.api import Pipeline, PipelineConfig
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 PipelineClass = type[Pipeline[Any]]
 
 
-def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
-    """One line per problem: ``field.path: what is wrong (got VALUE)``."""
+def format_validation_error(
+    exc: ValidationError, prefix: str = "", model: type[BaseModel] | None = None
+) -> str:
+    """One line per problem: ``field.path: what is wrong (got VALUE)``. With ``model`` (the
+    model that was validated), an unknown field names the closest known one."""
     lines = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
@@ -40,10 +44,40 @@ def format_validation_error(exc: ValidationError, prefix: str = "") -> str:
         shown = "" if err["type"] == "missing" else f" (got {got!r})"
         if err["type"] == "extra_forbidden":
             msg = "unknown field; remove it or check its spelling against the config reference"
+            if model is not None and err["loc"]:
+                known = _field_names(model, err["loc"][:-1])
+                close = difflib.get_close_matches(str(err["loc"][-1]), known, n=1, cutoff=0.6)
+                if close:
+                    msg = f"unknown field; did you mean '{close[0]}'?"
         else:
             msg = err["msg"]
         lines.append(f"{where}: {msg}{shown}")
     return "\n".join(lines)
+
+
+def _field_names(model: type[BaseModel], path: Sequence[int | str]) -> list[str]:
+    """The field names of the model found by following ``path`` (list indices skipped)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if current is None:
+            return []
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part)
+        current = None if field is None else _model_in(field.annotation)
+    return [] if current is None else list(current.model_fields)
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``Model``, ``Model | None`` or
+    ``list[Model]``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 class PluginRegistry:
@@ -195,7 +229,8 @@ class PluginRegistry:
             return cls.config_model.model_validate(dict(raw))
         except ValidationError as exc:
             raise PluginError(
-                type_name, "invalid config:\n" + format_validation_error(exc, where)
+                type_name,
+                "invalid config:\n" + format_validation_error(exc, where, cls.config_model),
             ) from exc
 
 

@@ -77,3 +77,24 @@ def test_plugins_are_registered_through_entry_points() -> None:
     registry = default_registry()
     assert registry["windows"] is WindowPipeline
     assert registry["threshold"] is ThresholdPipeline
+
+
+@pytest.mark.parametrize(("size", "hop"), [(20, 7), (60, 25), (60, 7), (1, 0.3), (86400, 1000)])
+def test_a_hop_that_does_not_divide_the_size_suggests_values_that_are_accepted(
+    size: float, hop: float
+) -> None:
+    with pytest.raises(PluginError) as info:
+        validate({"kind": "hopping", "size_s": size, "hop_s": hop})
+    message = str(info.value)
+    suggestions = message.split("e.g. ")[1].split(" (got", maxsplit=1)[0].split(" or ")
+    assert suggestions, message
+    for text in suggestions:
+        accepted = validate({"kind": "hopping", "size_s": size, "hop_s": float(text)}).window
+        assert accepted.hop == float(text)
+
+
+def test_an_unknown_field_suggests_the_closest_known_one() -> None:
+    with pytest.raises(PluginError) as info:
+        validate({"lateness_s": 10})
+    expected = "window.lateness_s: unknown field; did you mean 'allowed_lateness_s'?"
+    assert f"pipelines[0].{expected}" in str(info.value)

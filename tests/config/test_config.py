@@ -52,7 +52,7 @@ def test_check_prints_plan(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 @pytest.mark.parametrize(
     ("mutation", "field", "hint"),
     [
-        (("site_id", "sitee_id"), "sitee_id", "unknown field"),
+        (("site_id", "sitee_id"), "sitee_id", "unknown field; did you mean 'site_id'?"),
         (("size_s = 60", "size_s = -5"), "pipelines[0].window.size_s", "greater than 0"),
         (('type = "windows"', 'type = "widnows"'), "pipelines[0]", "no such plugin type"),
         (('topics = ["a/+"]', 'topics = ["a/b+"]'), "pipelines[0].topics", "whole level"),
