@@ -19,6 +19,12 @@ every other statistic. The statistics a window can carry:
 A window with no valid reading has ``count`` 0, ``missing`` N and ``None`` (never NaN) for the
 other statistics.
 
+Numeric range: readings are IEEE float64, so any finite value within ±1.8e308 is kept (integers
+beyond 2**53 are rounded to the nearest float64, as JSON parsers do). A ``sum`` beyond that range
+cannot be represented and is reported as ``None``; ``mean``, ``stddev`` and the percentiles are
+computed with each window's values scaled by its largest magnitude where the plain computation
+would overflow, so they stay exact up to rounding (ten readings of 1e308 have mean 1e308).
+
 :func:`grouped_stats` computes them for many groups (one per key of a window) at once, without a
 Python loop over readings or groups; :func:`compute_stats` is its one-group form;
 :func:`merge_stats` combines the summaries of adjacent windows into a coarser one.
@@ -49,6 +55,8 @@ ALL_STATS: Final[tuple[StatName, ...]] = get_args(StatName)
 #: percentile statistics and their level in percent
 PERCENTILES: Final[Mapping[str, float]] = {"p50": 50.0, "p95": 95.0, "p99": 99.0}
 _APPROX: Final = "approx_percentiles"
+#: merged moments are computed on scaled values above this magnitude (squares would overflow)
+_SCALE_ABOVE: Final = 1e150
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -94,6 +102,9 @@ def grouped_stats(
     columns = _columns(want, v, ok=None if all_ok else ok, starts=starts, sizes=sizes, count=count)
     lists = [columns[name].tolist() for name in names]
     rows = [dict(zip(names, row, strict=True)) for row in zip(*lists, strict=True)]
+    if "sum" in columns:
+        for i in np.flatnonzero(~np.isfinite(columns["sum"]) & (count > 0)).tolist():
+            rows[i]["sum"] = None  # beyond the float64 range: no value to report
     empty = np.flatnonzero(count == 0)
     if empty.size:
         missing = sizes[empty].tolist()
@@ -151,7 +162,8 @@ def _columns(
     """Per-group statistics as arrays; ``ok`` marks valid values (None: all are)."""
     columns: dict[str, FloatArray | IntArray] = {"count": count, "missing": sizes - count}
     vz = v if ok is None else np.where(ok, v, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):  # empty groups: fixed by the caller
+    # empty groups are fixed by the caller; sums beyond the float64 range by _scaled_moments
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         if not want.isdisjoint(("sum", "mean", "stddev")):
             sums = np.add.reduceat(vz, starts)
             columns["sum"] = sums
@@ -161,6 +173,12 @@ def _columns(
                 if ok is not None:
                     dev[~ok] = 0.0
                 columns["stddev"] = np.sqrt(np.add.reduceat(dev * dev, starts) / count)
+            overflow = (count > 0) & ~np.isfinite(columns.get("stddev", mean))
+            if overflow.any():  # values near the float64 limit: scale them, then scale back
+                scaled_mean, scaled_std = _scaled_moments(vz, ok, starts, sizes, count)
+                mean[overflow] = scaled_mean[overflow]
+                if "stddev" in want:
+                    columns["stddev"][overflow] = scaled_std[overflow]
     if not want.isdisjoint(PERCENTILES):  # v is sorted within each group
         columns["min"] = v[starts]
         columns["max"] = v[starts + np.maximum(count - 1, 0)]
@@ -173,6 +191,26 @@ def _columns(
         columns["min"] = np.minimum.reduceat(lows, starts)
         columns["max"] = np.maximum.reduceat(highs, starts)
     return columns
+
+
+def _scaled_moments(
+    vz: FloatArray,
+    ok: npt.NDArray[np.bool_] | None,
+    starts: IntArray,
+    sizes: IntArray,
+    count: IntArray,
+) -> tuple[FloatArray, FloatArray]:
+    """Mean and population stddev per group computed on the values divided by the group's
+    largest magnitude (so no intermediate overflows), then multiplied back."""
+    scale = np.maximum.reduceat(np.abs(vz), starts)
+    scale[scale == 0] = 1.0
+    unit = vz / np.repeat(scale, sizes)
+    mean = np.add.reduceat(unit, starts) / count
+    dev = unit - np.repeat(mean, sizes)
+    if ok is not None:
+        dev[~ok] = 0.0
+    std = np.sqrt(np.add.reduceat(dev * dev, starts) / count)
+    return mean * scale, std * scale
 
 
 def _sorted_percentile(
@@ -188,10 +226,14 @@ def _sorted_percentile(
     hi = np.minimum(lo + 1, top)
     a = v[starts + np.maximum(lo, 0)]
     b = v[starts + hi]
-    diff = b - a
-    out: FloatArray = a + diff * gamma
-    upper = gamma >= 0.5
-    out[upper] = b[upper] - diff[upper] * (1 - gamma[upper])
+    with np.errstate(over="ignore", invalid="ignore"):
+        diff = b - a
+        out: FloatArray = a + diff * gamma
+        upper = gamma >= 0.5
+        out[upper] = b[upper] - diff[upper] * (1 - gamma[upper])
+        wide = ~np.isfinite(diff)  # a and b of opposite sign near the float64 limit
+        if wide.any():
+            out[wide] = a[wide] * (1 - gamma[wide]) + b[wide] * gamma[wide]
     return out
 
 
@@ -247,12 +289,14 @@ def merge_stats(parts: Sequence[Mapping[str, Stat]]) -> dict[str, Stat]:
             out[name] = total
         elif name == "missing":
             out[name] = sum(_as_int(p["missing"], "missing") for p in parts)
+        elif name == "sum" and any(p["sum"] is None and p.get("count") for p in parts):
+            out[name] = None  # a part's sum was beyond the float64 range already
         elif name in ("sum", "min", "max"):
             # None only where a part had no readings
             present = [_as_float(p[name], name) for p in parts if p[name] is not None]
-            out[name] = _REDUCE[name](present) if present else None
+            out[name] = _reduce(name, present) if present else None
         elif full and name in PERCENTILES:
-            out[name] = math.fsum(_as_float(p[name], name) * c for p, c in full) / total
+            out[name] = math.fsum(_as_float(p[name], name) * (c / total) for p, c in full)
     if full and "mean" in names:
         mean, stddev = _merge_moments(full, with_stddev="stddev" in names)
         out["mean"] = mean
@@ -271,21 +315,32 @@ _REDUCE: Final[Mapping[str, Callable[[list[float]], float]]] = {
 }
 
 
+def _reduce(name: str, values: list[float]) -> float | None:
+    try:
+        return _REDUCE[name](values)
+    except OverflowError:  # a sum beyond the float64 range has no value to report
+        return None
+
+
 def _merge_moments(
     full: Sequence[tuple[Mapping[str, Stat], int]], *, with_stddev: bool
 ) -> tuple[float, float]:
+    """Chan et al.'s merge, on means and stddevs divided by the largest of their magnitudes so
+    that values near the float64 limit do not overflow (see the module docs)."""
+    means = [_as_float(part["mean"], "mean") for part, _ in full]
+    stds = [_as_float(part["stddev"], "stddev") if with_stddev else 0.0 for part, _ in full]
+    largest = max(map(abs, means + stds))
+    scale = largest if largest > _SCALE_ABOVE else 1.0
     n = 0
     mean = 0.0
-    m2 = 0.0
-    for part, count in full:
-        part_mean = _as_float(part["mean"], "mean")
-        part_m2 = _as_float(part["stddev"], "stddev") ** 2 * count if with_stddev else 0.0
+    m2 = 0.0  # of the scaled values, divided by the total count as it grows
+    for (_, count), part_mean, part_std in zip(full, means, stds, strict=True):
         total = n + count
-        delta = part_mean - mean
+        delta = part_mean / scale - mean
         mean += delta * count / total
-        m2 += part_m2 + delta * delta * n * count / total
+        m2 = (m2 * n + (part_std / scale) ** 2 * count + delta * delta * n * count / total) / total
         n = total
-    return mean, math.sqrt(m2 / n)
+    return mean * scale, math.sqrt(m2) * scale
 
 
 def _as_int(value: Stat, name: str) -> int:

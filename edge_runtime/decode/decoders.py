@@ -9,7 +9,10 @@ which checks the types in C and allocates no dicts; any other pack takes the gen
 
 Reasons (the ``reason`` label of ``edge_decode_errors_total``): ``malformed_json``,
 ``malformed_msgpack``, ``malformed_senml``, ``not_an_object``, ``missing_field``,
-``wrong_type``, ``unknown_field``, ``non_numeric_value``.
+``wrong_type``, ``unknown_field``, ``non_numeric_value`` (a SenML string, boolean, data or
+sum-only record), ``missing_value`` (a SenML record with no value at all).
+
+Numbers are read as IEEE float64 (see :mod:`edge_runtime.aggregation.stats` for the range).
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ _SENML_LABELS = frozenset(
 _SENML_RELATIVE_LIMIT = 2**28  # times below this are relative to "now" (RFC 8428 section 4.5.3)
 
 
+_Value = float | None | msgspec.UnsetType  # UNSET: the record carries no "v" at all
+
+
 class _SenmlHead(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """The first record of a pack, as the typed fast path decodes it: it may carry base fields.
 
@@ -50,7 +56,7 @@ class _SenmlHead(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     goes through the general path, which names the reason."""
 
     n: str = ""
-    v: float | None = None
+    v: _Value = msgspec.UNSET
     t: float = 0.0
     bn: str | None = None
     bt: float | None = None
@@ -67,7 +73,7 @@ class _SenmlRecord(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     """A record after the first in the fast path: no base fields, a numeric value or none."""
 
     n: str = ""
-    v: float | None = None
+    v: _Value = msgspec.UNSET
     t: float = 0.0
     u: Any = None
     s: Any = None
@@ -224,7 +230,7 @@ class ReadingDecoder:
         for msg in messages:  # per pack; the work inside a pack is vectorised
             try:
                 part = self._senml_typed_pack(msg)
-                parts.append(part if part is not None else self._senml_pack(msg))
+                parts.append(part if part is not None else self._senml_pack(msg, errors))
             except DecodeError as exc:
                 errors[exc.reason] += 1
         if not parts:
@@ -232,11 +238,6 @@ class ReadingDecoder:
         codes = np.concatenate([p[0] for p in parts])
         values = np.concatenate([p[1] for p in parts])
         times = np.concatenate([p[2] for p in parts])
-        non_numeric = np.isinf(values) & (values > 0)  # marker set by _senml_pack, see there
-        if non_numeric.any():
-            errors["non_numeric_value"] += int(non_numeric.sum())
-            keep = ~non_numeric
-            codes, values, times = codes[keep], values[keep], times[keep]
         return ReadingBatch(
             keys=codes,
             values=values,
@@ -271,11 +272,14 @@ class ReadingDecoder:
         except (msgspec.DecodeError, msgspec.ValidationError):
             return None
         n = len(rest) + 1
+        values_in = [head.v, *map(_get_v, rest)]
+        if msgspec.UNSET in values_in:
+            return None  # a record without a value: the general path sets it aside
         names = [head.n, *map(_get_n, rest)]
         base = head.bn or ""
         if not base and "" in names:
             raise DecodeError("malformed_senml", "a record resolves to an empty name")
-        values = np.array([head.v, *map(_get_v, rest)], dtype=np.float64)  # None becomes NaN
+        values = np.array(values_in, dtype=np.float64)  # None (null) becomes NaN
         if head.bv is not None:
             values += head.bv
         times = np.fromiter(map(_get_t, rest), dtype=np.float64, count=n - 1)
@@ -303,8 +307,12 @@ class ReadingDecoder:
         return None
 
     def _senml_pack(
-        self, msg: RawMessage
+        self, msg: RawMessage, errors: Counter[str] | None = None
     ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """Any pack, record by record. Records without a numeric value are set aside and
+        counted in ``errors``: a string, boolean or data value as ``non_numeric_value``, no
+        value at all as ``missing_value`` (RFC 8428 requires one; ``"v": null`` is read as a
+        missing reading)."""
         try:
             records = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
@@ -337,18 +345,27 @@ class ReadingDecoder:
             raise DecodeError("wrong_type", f"SenML field has the wrong type ({exc})") from exc
         except ValueError as exc:
             raise DecodeError("malformed_senml", "a record resolves to an empty name") from exc
-        if labels & {"vs", "vb", "vd"}:
-            # A string/bool/data value is not a numeric reading: mark it (+inf) to be counted and
-            # set aside by the caller rather than mistaken for a missing number.
+        _resolve_relative(times, msg.received_at)
+        keyed = self._pack_key_codes(msg, n)
+        if keyed is not None:
+            codes = keyed
+        numeric = np.fromiter(("v" in r for r in records), dtype=bool, count=n)
+        if not numeric.all():
             other = np.fromiter(
-                (("vs" in r or "vb" in r or "vd" in r) and "v" not in r for r in records),
+                ("vs" in r or "vb" in r or "vd" in r or "s" in r for r in records),
                 dtype=bool,
                 count=n,
             )
-            values[other] = math.inf
-        _resolve_relative(times, msg.received_at)
-        keyed = self._pack_key_codes(msg, n)
-        return (codes if keyed is None else keyed), values, times
+            if errors is not None:
+                _count(errors, "non_numeric_value", int((other & ~numeric).sum()))
+                _count(errors, "missing_value", int((~other & ~numeric).sum()))
+            codes, values, times = codes[numeric], values[numeric], times[numeric]
+        return codes, values, times
+
+
+def _count(errors: Counter[str], reason: str, n: int) -> None:
+    if n:
+        errors[reason] += n
 
 
 def _resolve_relative(times: npt.NDArray[np.float64], received_at: float) -> None:

@@ -28,9 +28,7 @@ def senml_pack(base: str, rows: Sequence[tuple[str, float | None, float]]) -> Ra
     bt = rows[0][2]
     records: list[dict[str, Any]] = []
     for i, (name, value, ts) in enumerate(rows):
-        rec: dict[str, Any] = {"n": name, "t": ts - bt}
-        if value is not None:
-            rec["v"] = value
+        rec: dict[str, Any] = {"n": name, "v": value, "t": ts - bt}  # null: a missing reading
         if i == 0:
             rec = {"bn": base, "bt": bt, **rec}
         records.append(rec)

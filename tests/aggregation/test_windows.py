@@ -165,7 +165,7 @@ def test_nan_never_poisons_a_window() -> None:
     assert h.result.events["missing"] == 2
 
 
-def test_senml_record_without_value_is_missing() -> None:
+def test_senml_null_value_is_a_missing_reading() -> None:
     pack = senml_pack("gw/", [("t", 20.0, T0 + 1), ("t", None, T0 + 2), ("t", 22.0, T0 + 3)])
     result = run_pipeline(
         WindowPipeline,

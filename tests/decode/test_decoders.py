@@ -138,6 +138,32 @@ def test_senml_bad_packs(payload: bytes, reason: str) -> None:
     assert len(batch) == 2
 
 
+@pytest.mark.parametrize(
+    ("pack", "reasons"),
+    [
+        ([{"bn": "x:"}], {"missing_value": 1}),
+        ([{"bn": "x:", "bt": 1e9}, {"n": "a", "v": 1}], {"missing_value": 1}),
+        ([{"n": "a", "v": 1, "t": 1e9}, {"n": "b", "t": 1e9}], {"missing_value": 1}),
+        ([{"n": "a", "s": 5.0, "t": 1e9}], {"non_numeric_value": 1}),
+    ],
+)
+def test_senml_records_without_a_value_are_set_aside(
+    pack: list[dict[str, object]], reasons: dict[str, int]
+) -> None:
+    """RFC 8428 requires a value (or a sum) in every record; a record without one is not a
+    missing reading stamped with the receive time: it is counted and set aside."""
+    errors: Counter[str] = Counter()
+    payload = orjson.dumps(pack)
+    batch = ReadingDecoder(DecodeSpec(format="senml", key="senml")).decode(
+        msgs("gw", [payload]), errors
+    )
+    assert errors == reasons
+    kept = [r for r in pack if "v" in r]
+    assert len(batch) == len(kept)
+    assert batch.values.tolist() == [r["v"] for r in kept]
+    assert (batch.times == 1e9 + 0.0).all() or not len(batch)
+
+
 def _random_pack(rng: np.random.Generator) -> bytes:
     """A SenML pack of the shapes producers send, some of them awkward for the fast path."""
     n = int(rng.integers(1, 40))
@@ -146,8 +172,8 @@ def _random_pack(rng: np.random.Generator) -> bytes:
         rec: dict[str, object] = {"n": f"r{int(rng.integers(0, 6))}"}
         if rng.random() < 0.9:
             rec["v"] = float(rng.normal()) if rng.random() < 0.5 else int(rng.integers(-9, 9))
-        elif rng.random() < 0.5:
-            rec["v"] = None
+        else:
+            rec["v"] = None  # a missing reading (a record with no "v" at all is set aside)
         if rng.random() < 0.6:
             rec["t"] = float(rng.random()) if rng.random() < 0.9 else -float(rng.integers(1, 5))
         if rng.random() < 0.1:
