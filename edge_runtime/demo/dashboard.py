@@ -7,11 +7,13 @@ escape codes), and each event on a line of its own.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -53,7 +55,11 @@ class Dashboard:
             self._print_line()
             return
         # redrawn by this task only (no refresh thread reading the runtime's counters)
-        with Live(self._panel(), console=self.console, auto_refresh=False) as live:
+        stderr = sys.stderr
+        with (
+            Live(self._panel(), console=self.console, auto_refresh=False) as live,
+            _logs_above_the_panel(stderr),
+        ):
             await self._every(1.0, lambda: live.update(self._panel(), refresh=True))
             live.update(self._panel(), refresh=True)
 
@@ -132,3 +138,21 @@ class Dashboard:
         table.add_row("uplink", str(f["uplink"]), f"spool depth {f['depth']}", f"sent {f['sent']}")
         table.add_row("core", f"{f['core']:,} stored", f"{f['gaps']} sequence gaps", "")
         return Group(table, Text(""), *(Text(e) for e in self.events[-6:]))
+
+
+@contextlib.contextmanager
+def _logs_above_the_panel(stderr: TextIO) -> Iterator[None]:
+    """While :class:`Live` redirects ``sys.stderr``, the log handlers that write to the real
+    stderr write through it, so that log lines print above the panel instead of into it."""
+    moved = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and h.stream is stderr
+    ]
+    for handler in moved:
+        handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(stderr)

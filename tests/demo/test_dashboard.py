@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import logging
 import os
 import sys
 import threading
@@ -31,6 +32,7 @@ async def show(dashboard: Dashboard) -> None:
     task = asyncio.create_task(dashboard.run())
     await asyncio.sleep(0)
     dashboard.event("uplink cut: core broker stopped for 5 s")
+    logging.getLogger("edge_runtime.test").warning("a log line during the dashboard")
     dashboard.stop()
     await task
 
@@ -66,9 +68,16 @@ async def test_live_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None
     reader.start()
     with open(slave, "w", encoding="utf-8") as stream:
         monkeypatch.setattr(sys, "stdout", stream)
-        dashboard = Dashboard(*fakes(), live=True)
-        assert dashboard.live
-        await show(dashboard)
+        monkeypatch.setattr(sys, "stderr", stream)
+        handler = logging.StreamHandler(stream)
+        logging.getLogger().addHandler(handler)
+        try:
+            dashboard = Dashboard(*fakes(), live=True)
+            assert dashboard.live
+            await show(dashboard)
+        finally:
+            logging.getLogger().removeHandler(handler)
+        assert handler.stream is stream  # the log handler writes to stderr again
     await asyncio.to_thread(reader.join, 5)
     os.close(master)
     shown = b"".join(received).decode()
@@ -76,6 +85,7 @@ async def test_live_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None
     assert "5,040 readings" in shown
     assert "spool depth 7" in shown
     assert "uplink cut: core broker stopped for 5 s" in shown
+    assert "a log line during the dashboard" in shown  # not lost while rich owns the screen
     assert "\x1b[" in shown
 
 
