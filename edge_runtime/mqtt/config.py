@@ -94,10 +94,7 @@ class BrokerConfig(_Model):
         default=0.2, gt=0, description="First reconnect delay; doubles after each failure."
     )
     reconnect_max_s: float = Field(
-        default=30.0,
-        gt=0,
-        description="Cap on the reconnect delay (each delay is jittered to between half and all "
-        "of it).",
+        default=30.0, gt=0, description="Cap on the reconnect delay (full jitter is applied)."
     )
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="How long one connection attempt may take."
