@@ -16,10 +16,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Self
 
 from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.lifecycle import Component
 
 __all__ = ["EmbeddedBroker", "MosquittoProcess", "free_port", "wait_port"]
 
@@ -144,8 +144,8 @@ class MosquittoProcess:
         self.close()
 
 
-class EmbeddedBroker:
-    """An async context manager that runs a broker for the site: mosquitto, else amqtt."""
+class EmbeddedBroker(Component):
+    """Runs a broker for the site, mosquitto else amqtt, while ``async with`` lasts."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, workdir: Path | None = None) -> None:
         self.host = host
@@ -155,14 +155,13 @@ class EmbeddedBroker:
         self._mosquitto: MosquittoProcess | None = None
         self._amqtt: Any = None
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         if self.kind == "mosquitto":
             self._mosquitto = MosquittoProcess(self.port, self.host, workdir=self.workdir)
             await asyncio.to_thread(self._mosquitto.start)
         else:
             await self._start_amqtt()
         log.info("embedded %s broker on %s:%d", self.kind, self.host, self.port)
-        return self
 
     async def _start_amqtt(self) -> None:
         try:
@@ -181,14 +180,11 @@ class EmbeddedBroker:
         self._amqtt = Broker(config)
         await self._amqtt.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._mosquitto is not None:
-            await asyncio.to_thread(self._mosquitto.close)
-        if self._amqtt is not None:
+    async def close(self) -> None:
+        mosquitto, self._mosquitto = self._mosquitto, None
+        amqtt, self._amqtt = self._amqtt, None
+        if mosquitto is not None:
+            await asyncio.to_thread(mosquitto.close)
+        if amqtt is not None:
             with contextlib.suppress(Exception):
-                await self._amqtt.shutdown()
+                await amqtt.shutdown()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +23,7 @@ from typing import Any
 
 import cv2
 
+from edge_runtime.backoff import Backoff
 from edge_runtime.camera.frames import FpsSampler, Frame
 
 __all__ = ["OpenCVSource", "is_live_url"]
@@ -59,6 +59,7 @@ class OpenCVSource:
         self.repeat = repeat
         self.reconnect_min_s = reconnect_min_s
         self.reconnect_max_s = reconnect_max_s
+        self._backoff = Backoff(reconnect_min_s, reconnect_max_s)
         self._deliver = deliver
         self._max_fps = max_fps
         self._time = wall_clock
@@ -102,7 +103,7 @@ class OpenCVSource:
     # -- reader thread ----------------------------------------------------------------------
 
     def _run(self) -> None:
-        attempt = 0
+        backoff = self._backoff
         sampler = FpsSampler(self._max_fps)
         while not self._stop.is_set():
             capture = self._open()
@@ -113,7 +114,7 @@ class OpenCVSource:
                 got_frames = self._read(capture, sampler)
                 capture.release()
                 if got_frames:
-                    attempt = 0
+                    backoff.reset()
                 if not self.live and not self._stop.is_set():
                     if not self.repeat:
                         self.state = "ended"
@@ -124,9 +125,7 @@ class OpenCVSource:
                         continue
             if self._stop.is_set():
                 break
-            delay = min(self.reconnect_max_s, self.reconnect_min_s * 2.0**attempt)
-            delay *= 0.5 + random.random() / 2  # jitter: 50-100 % of the backoff
-            attempt += 1
+            delay = backoff.next_delay()
             self.state = "reconnecting"
             log.warning(
                 "camera %s: source %s unavailable, retrying in %.1fs", self.camera, self.url, delay

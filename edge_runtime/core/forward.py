@@ -6,13 +6,13 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
 
 from edge_runtime.core.config import NatsForwardConfig
 from edge_runtime.errors import EdgeRuntimeError, UplinkError
+from edge_runtime.lifecycle import Component
 from edge_runtime.types import Envelope
 
 __all__ = ["NatsForwarder"]
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
-class NatsForwarder:
+class NatsForwarder(Component):
     """Publishes each summary to JetStream with its envelope id as ``Nats-Msg-Id``."""
 
     def __init__(self, config: NatsForwardConfig) -> None:
@@ -30,7 +30,7 @@ class NatsForwarder:
         self._nc: Any = None
         self._js: Any = None
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         try:
             import nats  # noqa: PLC0415 (optional dependency)
             from nats.js.api import StreamConfig  # noqa: PLC0415
@@ -51,16 +51,11 @@ class NatsForwarder:
         log.info(
             "forwarding summaries to JetStream stream %s at %s", self.config.stream, self.config.url
         )
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._nc is not None:
-            await self._nc.drain()
+    async def close(self) -> None:
+        nc, self._nc = self._nc, None
+        if nc is not None:
+            await nc.drain()
 
     def subject(self, env: Envelope) -> str:
         return ".".join(

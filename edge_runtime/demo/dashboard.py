@@ -1,20 +1,30 @@
-"""A live terminal dashboard for the demo (plain ANSI, no extra dependency)."""
+"""The demo's live terminal dashboard: a :mod:`rich` table redrawn in place every second.
+
+Off a terminal, or with ``--no-dashboard``, it prints a plain status line every 5 s instead (no
+escape codes), and each event on a line of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import sys
 import time
 from collections import Counter
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, TextIO
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     from edge_runtime.core import CoreReceiver
     from edge_runtime.runtime.site import SiteRuntime
 
 __all__ = ["Dashboard"]
-
-_CLEAR = "\x1b[H\x1b[2J"
 
 
 class Dashboard:
@@ -23,7 +33,8 @@ class Dashboard:
     def __init__(self, site: SiteRuntime, core: CoreReceiver, *, live: bool) -> None:
         self.site = site
         self.core = core
-        self.live = live and sys.stdout.isatty()
+        self.console = Console(file=sys.stdout, highlight=False)
+        self.live = live and self.console.is_terminal
         self.events: list[str] = []
         self._stop = asyncio.Event()
         self._t0 = time.monotonic()
@@ -39,15 +50,27 @@ class Dashboard:
         self._stop.set()
 
     async def run(self) -> None:
-        interval = 1.0 if self.live else 5.0
+        if not self.live:
+            await self._every(5.0, self._print_line)
+            self._print_line()
+            return
+        # redrawn by this task only (no refresh thread reading the runtime's counters)
+        stderr = sys.stderr
+        with (
+            Live(self._panel(), console=self.console, auto_refresh=False) as live,
+            _logs_above_the_panel(stderr),
+        ):
+            await self._every(1.0, lambda: live.update(self._panel(), refresh=True))
+            live.update(self._panel(), refresh=True)
+
+    async def _every(self, interval: float, draw: Callable[[], None]) -> None:
         while not self._stop.is_set():
-            self._draw()
+            draw()
             try:
                 async with asyncio.timeout(interval):
                     await self._stop.wait()
             except TimeoutError:
                 pass
-        self._draw()
 
     def _figures(self) -> dict[str, float | str]:
         stats = self.site.stats
@@ -77,29 +100,59 @@ class Dashboard:
             "gaps": site.get("missing", 0),
         }
 
-    def _draw(self) -> None:
+    def _print_line(self) -> None:
         f = self._figures()
         elapsed = time.monotonic() - self._t0
-        if not self.live:
-            print(
-                f"[{elapsed:6.1f}s] {f['msg_rate']:,.0f} msg/s, {f['readings']:,} readings, "
-                f"{f['windows']} windows, {f['frames']} frames, uplink {f['uplink']}, "
-                f"spool {f['depth']}, core {f['core']}",
-                flush=True,
-            )
-            return
-        panel = [
-            f"edge-runtime demo   {elapsed:6.1f} s",
-            "",
-            f"  ingest      {f['msg_rate']:>10,.0f} msg/s   {f['reading_rate']:>10,.0f} readings/s",
-            f"  sensors     {f['readings']:>10,} readings   {f['windows']:>6} daily windows closed",
-            f"  camera      {f['frames']:>10,} frames     {f['skipped']:>6} skipped (latest wins)"
-            f"   {f['alerts']} alerts",
-            f"  uplink      {f['uplink']:>10}         spool depth {f['depth']:>6}"
-            f"   sent {f['sent']}",
-            f"  core        {f['core']:>10,} stored     {f['gaps']} sequence gaps",
-            "",
-            *self.events[-6:],
-        ]
-        sys.stdout.write(_CLEAR + "\n".join(panel) + "\n")
-        sys.stdout.flush()
+        print(
+            f"[{elapsed:6.1f}s] {f['msg_rate']:,.0f} msg/s, {f['readings']:,} readings, "
+            f"{f['windows']} windows, {f['frames']} frames, uplink {f['uplink']}, "
+            f"spool {f['depth']}, core {f['core']}",
+            flush=True,
+        )
+
+    def _panel(self) -> Group:
+        f = self._figures()
+        elapsed = time.monotonic() - self._t0
+        table = Table(
+            title=f"edge-runtime demo   {elapsed:6.1f} s",
+            title_justify="left",
+            show_header=False,
+            box=None,
+            padding=(0, 2),
+        )
+        table.add_column(style="bold")
+        for _ in range(3):
+            table.add_column(justify="right")
+        table.add_row(
+            "ingest", f"{f['msg_rate']:,.0f} msg/s", f"{f['reading_rate']:,.0f} readings/s", ""
+        )
+        table.add_row(
+            "sensors", f"{f['readings']:,} readings", f"{f['windows']} daily windows closed", ""
+        )
+        table.add_row(
+            "camera",
+            f"{f['frames']:,} frames",
+            f"{f['skipped']} skipped (latest wins)",
+            f"{f['alerts']} alerts",
+        )
+        table.add_row("uplink", str(f["uplink"]), f"spool depth {f['depth']}", f"sent {f['sent']}")
+        table.add_row("core", f"{f['core']:,} stored", f"{f['gaps']} sequence gaps", "")
+        return Group(table, Text(""), *(Text(e) for e in self.events[-6:]))
+
+
+@contextlib.contextmanager
+def _logs_above_the_panel(stderr: TextIO) -> Iterator[None]:
+    """While :class:`Live` redirects ``sys.stderr``, the log handlers that write to the real
+    stderr write through it, so that log lines print above the panel instead of into it."""
+    moved = [
+        h
+        for h in logging.getLogger().handlers
+        if isinstance(h, logging.StreamHandler) and h.stream is stderr
+    ]
+    for handler in moved:
+        handler.setStream(sys.stderr)
+    try:
+        yield
+    finally:
+        for handler in moved:
+            handler.setStream(stderr)

@@ -2,6 +2,6 @@
 sources, the uplink to the core broker and the core receiver all connect through it."""
 
 from edge_runtime.mqtt.config import BrokerConfig, TLSConfig
-from edge_runtime.mqtt.link import LinkState, MessageSink, MqttLink, backoff_delays
+from edge_runtime.mqtt.link import LinkState, MessageSink, MqttLink
 
-__all__ = ["BrokerConfig", "LinkState", "MessageSink", "MqttLink", "TLSConfig", "backoff_delays"]
+__all__ = ["BrokerConfig", "LinkState", "MessageSink", "MqttLink", "TLSConfig"]

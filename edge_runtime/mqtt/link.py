@@ -2,8 +2,9 @@
 
 Nothing outside this package sees aiomqtt or paho types: the rest of the runtime receives
 :class:`~edge_runtime.pipelines.RawMessage` objects and calls :meth:`MqttLink.publish`.
-A link keeps itself connected (capped, fully jittered exponential backoff), re-subscribes after
-every reconnect and reports its state; it never pretends to be up after the broker refused it.
+A link keeps itself connected (the runtime's one :class:`~edge_runtime.backoff.Backoff` rule:
+exponential, capped, jittered), re-subscribes after every reconnect and reports its state; it
+never pretends to be up after the broker refused it.
 """
 
 from __future__ import annotations
@@ -12,23 +13,22 @@ import asyncio
 import contextlib
 import enum
 import logging
-import random
 import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
-from types import TracebackType
-from typing import Self
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_runtime.backoff import Backoff
 from edge_runtime.errors import TransportError
+from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.types import RawMessage
 
-__all__ = ["LinkState", "MessageSink", "MqttLink", "backoff_delays"]
+__all__ = ["LinkState", "MessageSink", "MqttLink"]
 
 log = logging.getLogger(__name__)
 
@@ -60,15 +60,6 @@ class LinkState(enum.Enum):
     CLOSED = "closed"
 
 
-def backoff_delays(minimum: float, maximum: float) -> Callable[[int], float]:
-    """Full-jitter exponential backoff: attempt n waits uniform(0, min(max, minimum * 2**n))."""
-
-    def delay(attempt: int) -> float:
-        return random.uniform(minimum / 2, min(maximum, minimum * (2 ** min(attempt, 30))))
-
-    return delay
-
-
 def _tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
     tls = config.tls
     if tls is None:
@@ -81,7 +72,7 @@ def _tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-class MqttLink:
+class MqttLink(Component):
     """One managed connection to a broker.
 
     ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink``, called
@@ -118,25 +109,16 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._up = asyncio.Event()
         self._stop = asyncio.Event()
-        self._delay = backoff_delays(config.reconnect_min_s, config.reconnect_max_s)
+        self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Self:
+    async def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(
             self._run(), name=f"mqtt-{self.role}-{self.client_id}"
         )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     async def close(self) -> None:
         self._stop.set()
@@ -190,7 +172,7 @@ class MqttLink:
     # -- the connection loop -----------------------------------------------------------------
 
     async def _run(self) -> None:
-        attempt = 0
+        backoff = self._backoff
         while not self._stop.is_set():
             self.state = LinkState.CONNECTING
             client = self._make_client()
@@ -202,7 +184,7 @@ class MqttLink:
                         await client.subscribe([(f, self.qos) for f in self.subscriptions])
                     self.state = LinkState.UP
                     self.connects += 1
-                    attempt = 0
+                    backoff.reset()
                     self._up.set()
                     log.info(
                         "connected to %s broker %s:%d as %s",
@@ -220,7 +202,7 @@ class MqttLink:
                 else:
                     # the first failure of an outage is a warning; the retries are not news
                     log.log(
-                        logging.WARNING if attempt == 0 else logging.DEBUG,
+                        logging.WARNING if backoff.attempt == 0 else logging.DEBUG,
                         "cannot connect to %s broker %s:%d: %s",
                         self.role,
                         self.config.host,
@@ -236,9 +218,10 @@ class MqttLink:
                     self.state = LinkState.DOWN
             if self._stop.is_set():
                 break
-            delay = self._delay(attempt)
-            attempt += 1
-            log.info("reconnecting to %s broker in %.2fs (attempt %d)", self.role, delay, attempt)
+            delay = backoff.next_delay()
+            log.info(
+                "reconnecting to %s broker in %.2fs (attempt %d)", self.role, delay, backoff.attempt
+            )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 

@@ -1,25 +1,35 @@
-"""A tiny HTTP endpoint: /metrics (Prometheus text), /healthz, /readyz and /status (JSON)."""
+"""The operations endpoint on aiohttp: /metrics (Prometheus text), /healthz, /readyz, /status.
+
+aiohttp parses the requests: an oversized or malformed request gets its 4xx from there and the
+server goes on answering. The :class:`aiohttp.web.Application` is public (``OpsServer.app``) so
+that a component above (the core's fleet page) can add its routes before the server starts.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import orjson
+from aiohttp import hdrs, web
+from aiohttp.typedefs import Handler
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from edge_runtime.lifecycle import Component
 
 __all__ = ["OpsServer"]
 
 log = logging.getLogger(__name__)
 
+_SHUTDOWN_TIMEOUT_S = 1.0  # a scrape in flight at shutdown gets this long to finish
+_HELP = "try /metrics, /healthz, /readyz or /status\n"
 
-class OpsServer:
-    """Serves the runtime's metrics and health on ``host:port`` (port 0 picks a free one)."""
+
+class OpsServer(Component):
+    """Serves the runtime's metrics and health on ``host:port`` (port 0 picks a free one;
+    :attr:`port` holds the bound port once started). ``async with`` starts and stops it."""
 
     def __init__(
         self,
@@ -35,60 +45,58 @@ class OpsServer:
         self.registry = registry
         self.ready = ready
         self.status = status
-        self._server: asyncio.Server | None = None
+        self.app = web.Application(middlewares=[_plain_errors])
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/healthz", self._healthz)
+        self.app.router.add_get("/readyz", self._readyz)
+        self.app.router.add_get("/status", self._status)
+        self._runner: web.AppRunner | None = None
 
-    async def __aenter__(self) -> Self:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-        log.info("metrics and health on http://%s:%d/", self.host, self.port)
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def start(self) -> None:
+        runner = web.AppRunner(self.app, access_log=None, shutdown_timeout=_SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
-            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            code, ctype, body = self._route(method, path.split("?", 1)[0])
-            head = (
-                f"HTTP/1.1 {code}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                "Connection: close\r\n\r\n"
-            )
-            writer.write(head.encode() + body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
-            pass  # a client that sends garbage or goes away gets nothing
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+            await web.TCPSite(runner, self.host, self.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
+        log.info("metrics and health on http://%s:%d/", self.host, self.port)
 
-    def _route(self, method: str, path: str) -> tuple[str, str, bytes]:
-        if method != "GET":
-            return "405 Method Not Allowed", "text/plain", b"GET only\n"
-        if path == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self.registry)
-        if path == "/healthz":
-            return "200 OK", "text/plain", b"ok\n"
-        if path == "/readyz":
-            ok, why = self.ready()
-            return (
-                ("200 OK" if ok else "503 Service Unavailable"),
-                "text/plain",
-                why.encode() + b"\n",
-            )
-        if path == "/status":
-            return (
-                "200 OK",
-                "application/json",
-                orjson.dumps(self.status(), option=orjson.OPT_INDENT_2),
-            )
-        return "404 Not Found", "text/plain", b"try /metrics, /healthz, /readyz or /status\n"
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={hdrs.CONTENT_TYPE: CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        ok, why = self.ready()
+        return web.Response(status=200 if ok else 503, text=why + "\n")
+
+    async def _status(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=orjson.dumps(self.status(), option=orjson.OPT_INDENT_2),
+            content_type="application/json",
+        )
+
+
+@web.middleware
+async def _plain_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Unknown paths and methods other than GET get the short plain-text answers they always
+    got, rather than aiohttp's generic pages."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(status=404, text=_HELP)
+    except web.HTTPMethodNotAllowed as exc:
+        return web.Response(
+            status=405, text="GET only\n", headers={hdrs.ALLOW: ",".join(exc.allowed_methods)}
+        )

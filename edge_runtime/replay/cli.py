@@ -201,9 +201,10 @@ def cmd_replay(args: argparse.Namespace) -> int:
             passes = "∞" if p.passes is None else str(p.passes)
             lag = f", {p.lag_s:.1f} s behind" if p.lag_s >= 0.5 else ""
             line.show(
-                f"{line.bar(p.fraction)} pass {p.pass_index + 1}/{passes}: "
+                f"pass {p.pass_index + 1}/{passes}: "
                 f"{p.messages:,} messages, {p.recorded_s:,.1f} s recorded in "
-                f"{p.elapsed_s:,.1f} s{lag}"
+                f"{p.elapsed_s:,.1f} s{lag}",
+                fraction=p.fraction,
             )
 
         async def go(stop: asyncio.Event) -> Any:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from edge_runtime.types import Summary
@@ -11,22 +11,14 @@ from edge_runtime.types import Summary
 __all__ = ["Uplink"]
 
 
-class Uplink(Protocol):
+class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
     """Takes summaries from the pipelines and gets them to the core.
 
-    An async context manager (the spooled uplink opens its file there). ``submit`` returns once
-    the summaries are *accepted*: for the spooled uplink that means on disk; ``run`` sends
-    until cancelled; ``drain`` is the shutdown step.
+    An async context manager, e.g. a :class:`~edge_runtime.lifecycle.Component` (the spooled
+    uplink opens its file there). ``submit`` returns once the summaries are *accepted*: for the
+    spooled uplink that means on disk; ``run`` sends until cancelled; ``drain`` is the shutdown
+    step.
     """
-
-    async def __aenter__(self) -> Uplink: ...
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
 

@@ -12,11 +12,11 @@ import asyncio
 import logging
 from collections import Counter, deque
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Any
 
 from edge_runtime.clock import Clock
 from edge_runtime.errors import TransportError
+from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.types import Envelope, Summary
 from edge_runtime.uplink.config import UplinkConfig
@@ -28,7 +28,7 @@ __all__ = ["MemoryUplink"]
 log = logging.getLogger(__name__)
 
 
-class MemoryUplink:
+class MemoryUplink(Component):
     """Accepts summaries, sends them to the core; see the module docstring."""
 
     def __init__(
@@ -131,17 +131,6 @@ class MemoryUplink:
         if failed:
             self.counters["send_failures"] += 1
             self._queue.extendleft(reversed(failed))
-
-    async def __aenter__(self) -> MemoryUplink:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        return None
 
     async def drain(self, timeout: float) -> int:
         """Try to send everything pending within ``timeout``; return how many remain unsent."""
