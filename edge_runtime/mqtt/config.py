@@ -94,7 +94,10 @@ class BrokerConfig(_Model):
         default=0.2, gt=0, description="First reconnect delay; doubles after each failure."
     )
     reconnect_max_s: float = Field(
-        default=30.0, gt=0, description="Cap on the reconnect delay (full jitter is applied)."
+        default=30.0,
+        gt=0,
+        description="Cap on the reconnect delay; each wait is drawn between half the delay and "
+        "the delay, so that sites do not reconnect in step.",
     )
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="How long one connection attempt may take."
