@@ -50,6 +50,7 @@ class CoreReceiver:
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
+        self._final: dict[str, Any] | None = None  # the status as the store closed
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_CoreCollector(self))
 
@@ -64,6 +65,9 @@ class CoreReceiver:
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
+        """What ``/status`` shows; after :meth:`run` has returned, the status it ended with."""
+        if self._final is not None:
+            return self._final
         now = time.time()
         return {
             "stored": self.store.count(),
@@ -77,6 +81,7 @@ class CoreReceiver:
         cfg = self.config
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
+            stack.callback(self._keep_final_status)  # runs first: callbacks unwind in reverse
             if cfg.nats is not None:
                 self.forwarder = await stack.enter_async_context(NatsForwarder(cfg.nats))
             self.link = await stack.enter_async_context(
@@ -105,6 +110,9 @@ class CoreReceiver:
                 await self.link.close()
                 self._wake.set()
                 await worker
+
+    def _keep_final_status(self) -> None:
+        self._final = self.status()
 
     async def _work(self) -> None:
         while True:

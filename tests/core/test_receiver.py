@@ -93,3 +93,50 @@ def test_core_config_rejects_unknown_fields(tmp_path: Path) -> None:
     cfg.write_text('databse = "x.db"\n')
     with pytest.raises(ConfigError, match="databse"):
         load_model(CoreConfig, cfg)
+
+
+def test_core_command_stops_cleanly_on_sigterm(
+    core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """`edge-runtime core` then SIGTERM: exit code 0 and the final status printed (the status
+    is taken before the store closes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from edge_runtime.broker import free_port
+
+    http_port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable, "-m", "edge_runtime", "core",
+            "--broker", f"127.0.0.1:{core_broker.port}",
+            "--db", str(tmp_path / "core.db"),
+            "--http-port", str(http_port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=2):
+                    break
+            except OSError:
+                assert proc.poll() is None, proc.communicate()[1].decode()
+                assert time.monotonic() < deadline, "the core never became ready"
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert b"Traceback" not in err, err.decode()
+    assert b'"stored": 0' in out
