@@ -152,7 +152,11 @@ class CoreReceiver:
                 continue
             prog.received += 1
             prog.backlog += int(env.backlog)
-            prog.last_created_at = max(prog.last_created_at, env.created_at)
+            if env.replayed:  # a recording's clock says nothing about this site's lag
+                prog.replayed += 1
+                prog.last_replayed_created_at = max(prog.last_replayed_created_at, env.created_at)
+            else:
+                prog.last_created_at = max(prog.last_created_at, env.created_at)
             prog.see(_covered_seqs(env))
         if self.forwarder is not None and fresh:
             await self._forward(fresh)

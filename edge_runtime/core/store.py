@@ -47,6 +47,8 @@ class SiteProgress:
     last_created_at: float = 0.0
     last_received_at: float = 0.0
     backlog: int = 0
+    replayed: int = 0  # summaries made from a replayed recording (not in the lag)
+    last_replayed_created_at: float = 0.0
 
     def see(self, seqs: Sequence[int]) -> None:
         for seq in sorted(seqs):
@@ -78,7 +80,11 @@ class SiteProgress:
             "missing": self.missing,
             "gaps": self.gaps[:20],
             "backlog_received": self.backlog,
+            # lag: age of the newest live summary; replayed ones are reported apart, on the
+            # recording's own clock (the newest window they cover)
             "lag_s": round(now - self.last_created_at, 3) if self.last_created_at else None,
+            "replayed_received": self.replayed,
+            "replayed_newest_created_at": self.last_replayed_created_at or None,
             "last_received_s_ago": round(now - self.last_received_at, 3)
             if self.last_received_at
             else None,
@@ -141,10 +147,20 @@ class SummaryStore:
     def progress(self) -> dict[str, SiteProgress]:
         """Rebuild per-site progress (max seq, gaps) from what is stored."""
         out: dict[str, SiteProgress] = {}
-        for site, n, max_seq, last_created in self.db.execute(
-            "SELECT site, COUNT(*), MAX(seq), MAX(created_at) FROM summaries GROUP BY site"
+        for site, n, max_seq, last_live, replayed, last_replayed in self.db.execute(
+            "SELECT site, COUNT(*), MAX(seq),"
+            " COALESCE(MAX(CASE WHEN replayed = 0 THEN created_at END), 0.0),"
+            " SUM(replayed), COALESCE(MAX(CASE WHEN replayed = 1 THEN created_at END), 0.0)"
+            " FROM summaries GROUP BY site"
         ):
-            prog = SiteProgress(site, received=n, max_seq=max_seq, last_created_at=last_created)
+            prog = SiteProgress(
+                site,
+                received=n,
+                max_seq=max_seq,
+                last_created_at=last_live,
+                replayed=replayed,
+                last_replayed_created_at=last_replayed,
+            )
             prog.gaps = [
                 (lo, hi)
                 for lo, hi in self.db.execute(

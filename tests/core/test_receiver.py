@@ -140,3 +140,39 @@ def test_core_command_stops_cleanly_on_sigterm(
     assert proc.returncode == 0, err.decode()
     assert b"Traceback" not in err, err.decode()
     assert b'"stored": 0' in out
+
+
+async def test_replayed_summaries_do_not_count_as_lag(
+    core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """A recording from 2019 replayed into a site: its summaries are counted apart and the
+    site's lag stays that of its live summaries."""
+    from dataclasses import replace
+    from time import time
+
+    config = CoreConfig(
+        broker=BrokerConfig(port=core_broker.port, reconnect_min_s=0.05),
+        database=tmp_path / "core.db",
+        http_port=0,
+    )
+    receiver = CoreReceiver(config)
+    task = asyncio.create_task(receiver.run())
+    await receiver.wait_started()
+    assert receiver.link is not None
+    await receiver.link.wait_connected()
+    old = replace(envelope("site-r", 0, window=0.0), replayed=True, created_at=1_546_300_800.0)
+    live = replace(envelope("site-r", 1, window=60.0), created_at=time())
+    async with aiomqtt.Client("127.0.0.1", core_broker.port) as client:
+        payload = encode_envelopes([old, live], "msgpack")
+        await client.publish("edge/site-r/summaries", payload, qos=1)
+    await wait_until(lambda: receiver.counters["stored"] >= 2)
+    site = receiver.status()["sites"]["site-r"]
+    assert site["replayed_received"] == 1
+    assert site["replayed_newest_created_at"] == 1_546_300_800.0
+    assert 0 <= site["lag_s"] < 600
+    receiver.stop()
+    await asyncio.wait_for(task, 10)
+    again = CoreReceiver(config)  # rebuilt from the store the same way
+    assert again.sites["site-r"].replayed == 1
+    assert again.sites["site-r"].last_created_at == live.created_at
+    again.store.close()
