@@ -1,18 +1,24 @@
-"""Helpers for the main job: feed real readings into a site and show what reaches the core."""
+"""Helpers for ``edge-runtime run``: feed real readings into a site and show what reaches the
+core."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+from collections import Counter
 from datetime import date
 
 import aiomqtt
 import orjson
 
 from edge_runtime.datasets.akl import ATTRIBUTION, iter_readings
+from edge_runtime.errors import DecodeError
+from edge_runtime.mqtt import BrokerConfig, MqttLink
+from edge_runtime.types import Envelope, RawMessage
 from edge_runtime.uplink.envelope import decode_envelopes
 
-__all__ = ["feed_akl", "tap_summaries"]
+__all__ = ["SummaryTap", "feed_akl", "format_summary"]
 
 log = logging.getLogger(__name__)
 
@@ -35,29 +41,54 @@ async def feed_akl(host: str, port: int, start: date, end: date, rate: float) ->
     return sent
 
 
-async def tap_summaries(host: str, port: int, topic: str) -> None:
-    """Print each summary arriving on the core broker, one line each."""
-    try:
-        await _tap(host, port, topic)
-    except aiomqtt.MqttError as exc:
-        # The main job's embedded broker goes away when the site stops: that ends the tap.
-        log.debug("summary tap closed: %s", exc)
+class SummaryTap:
+    """Prints each summary that reaches the core broker, one line each (``edge-runtime run
+    --tap``). A second client on the core broker, with the uplink's TLS and credentials, a
+    unique client id and a clean session; what it cannot decode is counted, never fatal."""
 
+    def __init__(self, broker: BrokerConfig, site_id: str, topic: str) -> None:
+        self.client_id = f"edge-{site_id}-tap-{secrets.token_hex(3)}"
+        self.broker = broker.model_copy(update={"clean_start": True, "client_id": None})
+        self.topic = topic
+        self.printed = 0
+        self.rejected: Counter[str] = Counter()
 
-async def _tap(host: str, port: int, topic: str) -> None:
-    async with aiomqtt.Client(host, port, identifier="edge-runtime-tap") as client:
-        await client.subscribe(topic, qos=1)
-        async for message in client.messages:
-            assert isinstance(message.payload, bytes)
-            for env in decode_envelopes(message.payload):
-                s = env.stats
-                print(
-                    f"summary seq={env.seq:<5} {env.pipeline}/{env.key:<40} "
-                    f"[{env.window_start:.0f}, {env.window_end:.0f}) count={s.get('count')} "
-                    f"missing={s.get('missing')} mean={_fmt(s.get('mean'))} "
-                    f"p95={_fmt(s.get('p95'))} {env.kind} r{env.revision}",
-                    flush=True,
+    async def run(self) -> None:
+        link = MqttLink(
+            self.broker,
+            client_id=self.client_id,
+            role="tap",
+            subscriptions=[self.topic],
+            qos=0,
+            sink=self._on_message,
+        )
+        async with link:
+            await asyncio.Event().wait()  # until cancelled with the site
+
+    def _on_message(self, message: RawMessage) -> None:
+        try:
+            envelopes = decode_envelopes(message.payload)
+        except DecodeError as exc:
+            self.rejected[exc.reason] += 1
+            if self.rejected[exc.reason] == 1:
+                log.warning(
+                    "summary tap: a message on %s is not an uplink message: %s", message.topic, exc
                 )
+            return
+        for env in envelopes:
+            print(format_summary(env), flush=True)
+            self.printed += 1
+
+
+def format_summary(env: Envelope) -> str:
+    """One line: where the summary comes from, its window, and the statistics it carries."""
+    stats = " ".join(f"{name}={_fmt(value)}" for name, value in list(env.stats.items())[:8])
+    more = f" (+{len(env.stats) - 8} more)" if len(env.stats) > 8 else ""
+    return (
+        f"summary seq={env.seq:<5} {env.pipeline}/{env.key:<40} "
+        f"[{env.window_start:.0f}, {env.window_end:.0f}) {env.kind} r{env.revision}: "
+        f"{stats}{more}"
+    )
 
 
 def _fmt(value: object) -> str:

@@ -10,6 +10,7 @@ import signal
 import sys
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Coroutine, Sequence
 from datetime import date
 from importlib import resources
@@ -22,6 +23,7 @@ from edge_runtime import __version__
 from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
+from edge_runtime.ops.stats import RuntimeStats
 from edge_runtime.pipelines.registry import default_registry
 
 __all__ = ["main"]
@@ -72,30 +74,45 @@ async def _run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         helpers = tg.create_task(_helpers(runtime, loaded, args), name="feed-and-tap")
         await site
         helpers.cancel()
-    stats = runtime.stats
-    print(
-        f"edge-runtime: {stats.messages_in} messages in, "
-        f"{sum(stats.readings_in.values())} readings, "
-        f"{sum(stats.summaries_out.values())} summaries out, "
-        f"{sum(stats.decode_errors.values())} decode errors",
-        file=sys.stderr,
-    )
+    print(f"edge-runtime: {shutdown_line(runtime.stats)}", file=sys.stderr)
     return 0
+
+
+def shutdown_line(stats: RuntimeStats) -> str:
+    """What a site did, in one line: messages and readings, camera frames (when a pipeline
+    takes frames), summaries and decode errors."""
+    parts = [f"{stats.messages_in} messages in", f"{sum(stats.readings_in.values())} readings"]
+    frames: Counter[str] = Counter()
+    for events in stats.pipeline_events.values():
+        frames.update({k: v for k, v in events.items() if k.startswith("frames_")})
+    if frames["frames_in"]:
+        parts.append(
+            f"{frames['frames_in']} camera frames ({frames['frames_inferred']} analysed, "
+            f"{frames['frames_skipped']} skipped as latest-frame-wins)"
+        )
+    parts.append(f"{sum(stats.summaries_out.values())} summaries out")
+    parts.append(f"{sum(stats.decode_errors.values())} decode errors")
+    return ", ".join(parts)
 
 
 async def _helpers(runtime: Any, loaded: LoadedConfig, args: argparse.Namespace) -> None:
     """The main job's extras: a real feed into the site broker and a tap on the core broker."""
-    from edge_runtime.cli.feed import feed_akl, tap_summaries  # noqa: PLC0415
+    from edge_runtime.cli.feed import SummaryTap, feed_akl  # noqa: PLC0415
 
     feed = args.feed == "akl" or (args.config is None and args.feed != "none")
+    # the tap is for people watching: on with --tap, or for the embedded default (a demo)
+    tap = args.tap if args.tap is not None else (args.config is None and not args.quiet)
     await runtime.wait_started()
-    site, core = runtime.site_link, runtime.uplink_link
+    site = runtime.site_link
     await site.wait_connected()
     async with asyncio.TaskGroup() as tg:
-        if not args.quiet:
+        if tap:
+            uplink = loaded.site.uplink
+            topic = uplink.topic.replace("{site_id}", loaded.site.site_id)
+            link = runtime.uplink_link  # its config has the port an embedded broker picked
+            broker = link.config if link is not None else uplink.broker
             tg.create_task(
-                tap_summaries(core.config.host, core.config.port, f"edge/{loaded.site.site_id}/#"),
-                name="summary-tap",
+                SummaryTap(broker, loaded.site.site_id, topic).run(), name="summary-tap"
             )
         if feed:
             await feed_akl(
@@ -203,7 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--feed-to", default="2019-01-14", help="last day of the feed")
     p.add_argument("--feed-rate", type=float, default=2000.0, help="readings/s of the feed")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.add_argument("--quiet", action="store_true", help="do not print summaries")
+    p.add_argument(
+        "--tap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="print each summary as it reaches the core broker (a second client there, with "
+        "the uplink's TLS and credentials); default: on only for the embedded default config",
+    )
+    p.add_argument("--quiet", action="store_true", help="no tap, even for the embedded default")
     p.add_argument("--log-format", choices=["json", "text"], help="override ops.log_format")
     p.set_defaults(func=cmd_run)
 
