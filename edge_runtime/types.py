@@ -4,11 +4,12 @@ travels in from the site to the core."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
@@ -214,51 +215,81 @@ class Envelope:
         return replace(self, backlog=True)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema": ENVELOPE_SCHEMA,
-            "id": self.id,
-            "site": self.site,
-            "seq": self.seq,
-            "pipeline": self.pipeline,
-            "key": self.key,
-            "window_start": self.window_start,
-            "window_end": self.window_end,
-            "stats": {k: _finite(v) for k, v in self.stats.items()},
-            "kind": self.kind,
-            "revision": self.revision,
-            "created_at": self.created_at,
-            "version": self.version,
-            "config_hash": self.config_hash,
-            "backlog": self.backlog,
-            "replayed": self.replayed,
-            "attrs": dict(self.attrs),
-        }
+        """The wire document: ``schema``, then every field in declaration order (mappings as
+        plain dicts; a NaN or infinite stat as None)."""
+        doc: dict[str, Any] = {"schema": ENVELOPE_SCHEMA}
+        for codec in _ENVELOPE_CODECS:
+            doc[codec.name] = codec.encode(getattr(self, codec.name))
+        return doc
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Envelope:
+        """The envelope of a wire document.  A field with a default may be missing, null or
+        empty (any false value: it gets the default); anything else wrong raises
+        :class:`DecodeError` (``wrong_schema``, ``malformed_envelope``)."""
         try:
             if doc.get("schema") != ENVELOPE_SCHEMA:
                 raise DecodeError("wrong_schema", f"envelope schema {doc.get('schema')!r}")
-            return cls(
-                id=str(doc["id"]),
-                site=str(doc["site"]),
-                seq=int(doc["seq"]),
-                pipeline=str(doc["pipeline"]),
-                key=str(doc["key"]),
-                window_start=float(doc["window_start"]),
-                window_end=float(doc["window_end"]),
-                stats=dict(doc["stats"]),
-                kind=doc["kind"],
-                revision=int(doc["revision"]),
-                created_at=float(doc["created_at"]),
-                version=str(doc["version"]),
-                config_hash=str(doc["config_hash"]),
-                backlog=bool(doc.get("backlog", False)),
-                replayed=bool(doc.get("replayed", False)),
-                attrs=dict(doc.get("attrs") or {}),
-            )
+            values: dict[str, Any] = {}
+            for codec in _ENVELOPE_CODECS:
+                if codec.default is None:
+                    values[codec.name] = codec.decode(doc[codec.name])
+                else:
+                    raw = doc.get(codec.name)
+                    values[codec.name] = codec.decode(raw) if raw else codec.default()
+            return cls(**values)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise DecodeError("malformed_envelope", f"{exc!r}") from exc
+
+
+def _finite_stats(stats: Mapping[str, Stat]) -> dict[str, Stat]:
+    return {k: _finite(v) for k, v in stats.items()}
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldCodec:
+    """How one envelope field goes to and comes from its wire document."""
+
+    name: str
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    default: Callable[[], Any] | None
+    """What a missing field becomes; None: the field is required."""
+
+
+def _field_codecs(cls: type[Any]) -> tuple[_FieldCodec, ...]:
+    """One codec per dataclass field of ``cls``, chosen by its type: scalars are converted
+    with their type, mappings become dicts (of finite stats for a mapping of :data:`Stat`),
+    literals pass as they are."""
+    hints = get_type_hints(cls)
+    codecs = []
+    for f in fields(cls):
+        hint = hints[f.name]
+        encode: Callable[[Any], Any] = _same
+        decode: Callable[[Any], Any]
+        if hint in (str, int, float, bool):
+            decode = hint
+        elif get_origin(hint) is Literal:
+            decode = _same
+        elif get_origin(hint) is Mapping:
+            encode = _finite_stats if get_args(hint) == (str, Stat) else dict
+            decode = dict
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no wire form for {hint!r}")
+        default: Callable[[], Any] | None = None
+        if f.default_factory is not MISSING:
+            default = f.default_factory
+        elif f.default is not MISSING:
+            default = functools.partial(_same, f.default)
+        codecs.append(_FieldCodec(f.name, encode, decode, default))
+    return tuple(codecs)
+
+
+_ENVELOPE_CODECS = _field_codecs(Envelope)
 
 
 def _finite(value: Stat) -> Stat:

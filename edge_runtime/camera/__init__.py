@@ -1,8 +1,12 @@
 """The camera subsystem: frames in from cameras, batched across cameras, through a detector
-model on ONNX Runtime, into per-camera tracking, zone and line statistics.
+model on ONNX Runtime, into per-camera tracking, zone and line statistics, window summaries
+and alerts.
 
 Pieces, in the order a frame meets them::
 
+    config      CameraSettings: cameras (CameraSourceConfig), batching, model, analytics
+                defaults; resolve_model_path
+    runner      CameraRunner: the whole stage, wiring the pieces below; per-camera state
     frames      parse_payload: MQTT payload -> (capture ts, JPEG bytes); FpsSampler rate cap
     capture     OpenCVSource: a file / RTSP URL read in its own thread, with reconnect
     slots       FrameSlots: latest-frame-wins slot per camera; batch former under a deadline
@@ -15,9 +19,11 @@ Pieces, in the order a frame meets them::
     zones       CameraAnalytics: zone occupancy, line crossings, alerts (zones_config)
     metrics     VideoStats: counters and frame-to-result latency
 
-The pieces are synchronous and batch-oriented; callers run them in worker threads (onnxruntime
-and OpenCV release the GIL). The camera pipeline plugin
-(``edge_runtime_pipelines.camera``) is a thin layer that wires them to the site runtime.
+The pieces are synchronous and batch-oriented and run in worker threads (onnxruntime and
+OpenCV release the GIL); :class:`CameraRunner` owns those threads and the event-loop side.
+The camera pipeline plugin (``edge_runtime_pipelines.camera``) is a thin layer that wires a
+runner to the site runtime: its config is a pipeline config with :class:`CameraSettings` mixed
+in.  Nothing here imports the pipeline plugin API.
 """
 
 from edge_runtime.camera.batching import (
@@ -30,6 +36,13 @@ from edge_runtime.camera.batching import (
 from edge_runtime.camera.boxes import Detections, batched_nms, box_iou, make_decoder
 from edge_runtime.camera.capture import OpenCVSource, is_live_url
 from edge_runtime.camera.classes import COCO_CLASSES
+from edge_runtime.camera.config import (
+    DEFAULT_CLASSES,
+    CameraBatchConfig,
+    CameraSettings,
+    CameraSourceConfig,
+    resolve_model_path,
+)
 from edge_runtime.camera.engine import BatchEngine, ResultsFn
 from edge_runtime.camera.errors import (
     FrameError,
@@ -71,6 +84,7 @@ from edge_runtime.camera.preprocess import (
     decode_jpeg,
     resize_normalise_into,
 )
+from edge_runtime.camera.runner import CameraRunner, CameraState, CountFn
 from edge_runtime.camera.slots import FrameSlots
 from edge_runtime.camera.tracking import IoUTracker, TrackerConfig, Tracks
 from edge_runtime.camera.zones import (
@@ -90,6 +104,7 @@ from edge_runtime.camera.zones_config import (
 
 __all__ = [
     "COCO_CLASSES",
+    "DEFAULT_CLASSES",
     "PAYLOAD_ERROR_REASONS",
     "AlertResult",
     "AlertRuleConfig",
@@ -98,7 +113,13 @@ __all__ = [
     "BatchEngine",
     "CameraAnalytics",
     "CameraAnalyticsConfig",
+    "CameraBatchConfig",
+    "CameraRunner",
+    "CameraSettings",
+    "CameraSourceConfig",
+    "CameraState",
     "CameraWindowResult",
+    "CountFn",
     "Detections",
     "DetectorModel",
     "FpsSampler",
@@ -148,4 +169,5 @@ __all__ = [
     "points_in_polygon",
     "prepare_batch",
     "resize_normalise_into",
+    "resolve_model_path",
 ]

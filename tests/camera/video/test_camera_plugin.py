@@ -11,10 +11,11 @@ import msgpack
 import pytest
 from pydantic import ValidationError
 
+from edge_runtime.camera import resolve_model_path
 from edge_runtime.clock import SystemClock
 from edge_runtime.errors import ConfigError
 from edge_runtime.pipelines import PipelineContext, PluginRegistry, RawMessage, Summary
-from edge_runtime_pipelines.camera import CameraConfig, CameraPipeline, resolve_model_path
+from edge_runtime_pipelines.camera import CameraConfig, CameraPipeline
 from tests.camera.video._helpers import MODEL_PATH, MODEL_SHA256, T0, model_config, wait_until
 
 MODEL = {"name": "m", "path": str(MODEL_PATH), "sha256": MODEL_SHA256}
