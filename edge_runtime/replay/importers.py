@@ -107,7 +107,7 @@ def import_akl(
     *,
     sensors: Sequence[str] | None = None,
     topic: str = "akl/ped/{sensor}/count",
-    seconds_per_hour: float = 3600.0,
+    seconds_per_hour: float = 1.0,
     qos: int = 1,
     overwrite: bool = False,
 ) -> AklImport:
@@ -117,10 +117,10 @@ def import_akl(
     ``topic`` (``{sensor}`` is the sensor's slug), payload ``{"value": count or null, "ts":
     start of the hour, epoch seconds}``.  Rows keep the file's order; the recorded receive time
     of row ``i`` is the end of the first hour plus ``i * seconds_per_hour`` (3600 = real time;
-    0.01 replays a day in a quarter of a second at 1×).  Keep 3600 for a recording fed straight
-    into a site: the site's clock follows the receive times and pipelines compare them with the
-    event times (compressed, the data looks as if from the future); replay faster with the
-    replay speed instead.  ``sensors`` takes names or slugs.
+    the default 1 replays three months in 36 minutes at 1×, 0.01 a day in a quarter of a
+    second).  The header's ``time_scale`` (3600 / seconds_per_hour) lets a replay straight into
+    a site expand the times back to the hours' own clock, which its pipelines compare with the
+    event times.  ``sensors`` takes names or slugs.
     """
     if end < start:
         raise EdgeRuntimeError(f"--to {end} is before --from {start}")
@@ -146,6 +146,8 @@ def import_akl(
             "sensors": columns,
             "topic": topic,
             "seconds_per_hour": seconds_per_hour,
+            # seconds of data per recorded second: a replay into a site expands it back
+            "time_scale": 3600.0 / seconds_per_hour if seconds_per_hour > 0 else 1.0,
         },
     )
     topics = {slug: topic.format(sensor=slug) for slug in columns}

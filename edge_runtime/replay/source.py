@@ -50,6 +50,10 @@ class ReplaySource:
     message.  Times never go backwards (a message recorded out of order is batched with the
     messages around it).  ``speed`` only paces the batches (each is released when its clock
     time is due); 0 or ``inf`` yields as fast as the runtime takes them.
+
+    A time-compressed recording (an importer's ``--compress``: its header's ``time_scale`` says
+    how many seconds of the data one recorded second stands for) is expanded back to the data's
+    own clock from its first message on, so it yields the summaries of a real-time recording.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class ReplaySource:
         ReplayTimeline(  # checks loop and time_shift now, not at the first iteration
             self.reader, passes=self.passes, time_shift=time_shift, loop_gap_s=loop_gap_s
         )
+        self.time_scale = _time_scale(self.reader.header)
         self.messages = 0
         self.batches = 0
         self.clock: float | None = None
@@ -98,11 +103,14 @@ class ReplaySource:
         edge = 0.0  # end of the current step
         clock = -math.inf  # the latest recorded time seen (never goes back)
         batch: list[RawMessage] = []
+        scale = self.time_scale
         for msg in messages:
             t = msg.received_at
             if origin is None:
                 origin = t
                 edge = origin + step
+            if scale != 1.0:
+                t = msg.received_at = origin + (t - origin) * scale
             clock = max(clock, t)
             if clock >= edge:
                 if batch:
@@ -168,3 +176,11 @@ class ReplaySource:
                     lag=0.0,
                 )
             )
+
+
+def _time_scale(header: RecordingHeader) -> float:
+    """Seconds of data per recorded second (1 unless the recording was compressed)."""
+    scale = header.meta.get("time_scale", 1.0)
+    if isinstance(scale, int | float) and math.isfinite(scale) and scale > 0:
+        return float(scale)
+    return 1.0

@@ -29,6 +29,7 @@ from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
+from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.sources.queue import IngestQueue
 from edge_runtime.sources.topics import TopicMatcher, minimal_filters
 from edge_runtime.types import RawMessage, Summary
@@ -143,6 +144,7 @@ class SiteRuntime:
     async def run(self) -> None:
         cfg = self.config
         async with AsyncExitStack() as stack:
+            stack.enter_context(DataDirLock(cfg.data_dir))  # before anything connects
             site_broker = await self._embedded(stack, cfg.site_broker)
             uplink_broker = await self._embedded(
                 stack, cfg.uplink.broker, reuse=(cfg.site_broker, site_broker)

@@ -76,8 +76,27 @@ def akl_jan(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("akl") / "jan.edgerec"
     # Receive times in real time (an hour's count arrives at its end), so the site's clock,
     # which follows them, agrees with the event times; speed compresses the replay instead.
-    import_akl(path, date(2024, 12, 30), date(2025, 1, 8))
+    import_akl(path, date(2024, 12, 30), date(2025, 1, 8), seconds_per_hour=3600.0)
     return path
+
+
+async def test_a_compressed_recording_gives_the_summaries_of_a_real_time_one(
+    site_broker: MosquittoProcess, core_broker: MosquittoProcess, akl_jan: Path, tmp_path: Path
+) -> None:
+    """The importer's default compresses an hour of data into a second; fed into a site, the
+    recording is expanded back to the hours' own clock, so nothing looks as if from the
+    future and the summaries equal those of the real-time recording."""
+    compressed = tmp_path / "jan-compressed.edgerec"
+    import_akl(compressed, date(2024, 12, 30), date(2025, 1, 8))  # the default: 1 s per hour
+    runs = []
+    for i, path in enumerate((akl_jan, compressed)):
+        source = ReplaySource(path, speed=0)
+        runtime, envelopes = await run_site(
+            site_broker, core_broker, tmp_path / f"site{i}", AKL_PIPELINE, source, expect=100
+        )
+        runs.append((summaries(envelopes), dict(runtime.stats.pipeline_events["akl"])))
+    assert runs[0][0], "no summaries"
+    assert runs[1] == runs[0]
 
 
 async def test_the_same_recording_gives_the_same_summaries_at_any_speed(
@@ -171,3 +190,35 @@ topic = "{done.topic}"
             )
         )
     assert results[0] == results[1]
+
+
+async def test_replay_into_a_running_site_is_refused_before_connecting_anything(
+    site_broker: MosquittoProcess, core_broker: MosquittoProcess, akl_jan: Path, tmp_path: Path
+) -> None:
+    """`replay --into-site` with the config of a site that is running: refused at once, with
+    the data dir's owner named, and the running site's links are never disturbed (the replay
+    would use the same client ids and take the site's broker sessions)."""
+    import subprocess
+    import sys
+
+    from tests.support import running_site
+
+    text = site_toml(site_broker, core_broker, tmp_path / "data", AKL_PIPELINE)
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(text)
+    async with running_site(load(text)) as site:
+        uplink = site.runtime.uplink_link
+        assert uplink is not None
+        await uplink.wait_connected()
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "edge_runtime", "replay", str(akl_jan),
+            "--into-site", str(cfg), "--speed", "max", "-q",
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 2, err.decode()
+        assert b"in use by another process" in err
+        await asyncio.sleep(1.0)  # a stolen session would show as a drop by now
+        assert (uplink.connects, uplink.disconnects) == (1, 0)
+        assert site.runtime.site_link is not None
+        assert site.runtime.site_link.disconnects == 0

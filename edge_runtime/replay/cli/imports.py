@@ -26,6 +26,12 @@ def cmd_import_akl(args: argparse.Namespace) -> int:
         seconds_per_hour=args.compress,
         overwrite=args.force,
     )
+    span_s = done.hours * args.compress
+    print(
+        f"recorded at {args.compress:g} s per hour of data: a replay at 1x takes "
+        f"{span_s / 60:,.1f} min (--compress to change it)",
+        file=sys.stderr,
+    )
     print(
         f"wrote {done.path}: {done.messages:,} messages, {done.hours:,} hours x "
         f"{len(done.sensors)} sensors; kept {done.nulls:,} missing counts (null), "
@@ -76,10 +82,11 @@ def add_import(sub: Subparsers) -> None:
     q.add_argument(
         "--compress",
         type=float,
-        default=3600.0,
+        default=1.0,
         metavar="SECONDS_PER_HOUR",
-        help="recorded seconds per hour of data (3600 = real time; 0.01 = a day in 0.24 s). "
-        "Keep 3600 for replays into a site, whose clock follows the recorded times",
+        help="recorded seconds per hour of data (default 1: three months replay in 36 min at "
+        "1x; 3600 = real time; 0.01 = a day in 0.24 s). A replay into a site (--into-site) "
+        "expands the times back to the data's own clock, so any value gives the same summaries",
     )
     q.add_argument("-f", "--force", action="store_true", help="overwrite an existing file")
     q.set_defaults(func=cmd_import_akl)

@@ -1,0 +1,55 @@
+"""One process per site data dir: a lock taken before anything connects.
+
+Two processes on one data dir would share a spool and sequence numbers and, worse, connect to
+the brokers with the same client ids and take each other's sessions. The lock is an advisory
+``flock`` on ``<data_dir>/site.lock`` (released by the kernel when the process dies, so a
+``kill -9`` leaves nothing stale behind); the file holds the owner's pid for the error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from edge_runtime.errors import EdgeRuntimeError
+
+__all__ = ["DataDirLock"]
+
+
+class DataDirLock:
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "site.lock"
+        self._fd: int | None = None
+
+    def __enter__(self) -> Self:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise EdgeRuntimeError(
+                f"the site's data dir {self.path.parent} is in use by another process (pid "
+                f"{owner}); stop that site first, or give this one its own data_dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing releases the flock
