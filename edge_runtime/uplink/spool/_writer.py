@@ -15,7 +15,6 @@ records past their TTL, keeps the file under its size cap and keeps the ledger c
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import queue
 import sqlite3
@@ -23,34 +22,22 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TypeVar
 
 from edge_runtime.clock import Clock
-from edge_runtime.uplink.spool._cap import Cap
-from edge_runtime.uplink.spool._db import (
-    insert_rows,
-    is_corruption,
-    used_bytes,
-    write_state,
-)
+from edge_runtime.uplink.spool._db import is_corruption
 from edge_runtime.uplink.spool._encode import encode_rows
-from edge_runtime.uplink.spool._lease import LeaseBook
-from edge_runtime.uplink.spool._ledger import Ledger, ledger_path
-from edge_runtime.uplink.spool._maintenance import Delta, MergeFn, delete_rows, expire
+from edge_runtime.uplink.spool._maintenance import MergeFn
 from edge_runtime.uplink.spool._ops import Ack, Append, Call, Gate, Op
-from edge_runtime.uplink.spool._recovery import Known, Opened, open_spool, rebuild
+from edge_runtime.uplink.spool._store import Store
 from edge_runtime.uplink.spool.config import SpoolConfig
 from edge_runtime.uplink.spool.errors import SpoolClosedError, SpoolError, SpoolFullError
-from edge_runtime.uplink.spool.records import PRIORITY_SHIFT, SpoolRecord
-from edge_runtime.uplink.spool.stats import Figures, SpoolStats
+from edge_runtime.uplink.spool.records import SpoolRecord
+from edge_runtime.uplink.spool.stats import SpoolStats
 
 __all__ = ["Writer"]
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-_TTL_BUDGET = 50_000
 # Group commit: a group that already holds this many records stops waiting for more once
 # nothing arrived for _EARLY_GAP_S (instead of waiting out commit_interval_ms): its fsync is
 # shared widely enough, and waiting on only delays appends that are all already in.
@@ -59,7 +46,8 @@ _EARLY_GAP_S = 0.00025
 
 
 class Writer:
-    """State and work of the writer thread (see the module docstring)."""
+    """The writer thread's loop: queued work in order, appends and acks in group commits (the
+    SQL work and what the spool knows about its file are the :class:`Store`'s)."""
 
     def __init__(
         self,
@@ -74,16 +62,16 @@ class Writer:
         self._gate = gate
         self._clock = clock
         self.listeners: list[Callable[[], None]] = []
-        self.figures = Figures()
-        self._conn: sqlite3.Connection | None = None
-        self._next_seq = 1  # one past the highest number committed; stored in the state row
-        self._ledger = Ledger(ledger_path(path))
-        self._book = LeaseBook()
-        self._cap = Cap(config, path, merge)
+        self._store = Store(config, path, clock, merge)
         self._linger = config.commit_interval_ms / 1000.0
         self._next_maintenance = 0.0
         self._batch: list[Append | Ack] = []  # the group being gathered
         self._pending: Call | None = None  # a call that closed a group: it runs next
+
+    @property
+    def conn(self) -> sqlite3.Connection | None:
+        """The open connection (for tests that reach into the writer thread)."""
+        return self._store.conn
 
     def snapshot(self) -> SpoolStats:
         """The figures (safe from any thread)."""
@@ -91,10 +79,10 @@ class Writer:
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 file_bytes += self.path.with_name(self.path.name + suffix).stat().st_size
-        return self.figures.snapshot(
+        return self._store.figures.snapshot(
             now=self._clock.time(),
-            leased=len(self._book.leased),
-            full=self._cap.full,
+            leased=len(self._store.book.leased),
+            full=self._store.cap.full,
             max_bytes=self.config.max_bytes,
             file_bytes=file_bytes,
         )
@@ -103,18 +91,16 @@ class Writer:
 
     def run(self, opened: Future[None]) -> None:
         try:
-            self._ledger.load()
-            known = Known(self._ledger.entry, self._ledger.unreadable)
-            self._adopt(open_spool(self.path, self.config, known))
+            self._store.open()
         except SpoolError as exc:
             self._gate.broken = str(exc)
-            self._close_conn()
+            self._store.close()
             opened.set_exception(exc)
             return
         except Exception as exc:
             log.exception("spool %s: opening failed", self.path)
             self._gate.broken = f"opening failed: {exc!r}"
-            self._close_conn()
+            self._store.close()
             opened.set_exception(SpoolError(self._gate.broken, path=str(self.path)))
             return
         with self._gate.lock:
@@ -127,32 +113,7 @@ class Writer:
             log.exception("spool %s: the writer thread failed; the spool refuses work", self.path)
             self._fail_all(SpoolError(f"the spool writer failed: {exc!r}", path=str(self.path)))
         finally:
-            self._close_conn()
-
-    def _adopt(self, opened: Opened) -> None:
-        """Take over a freshly opened (or rebuilt) connection and what opening it found; bring
-        the ledger up to date (a new block of numbers reserved)."""
-        self._conn = opened.conn
-        self._next_seq = max(self._next_seq, opened.next_seq)
-        self._ledger.start(self._next_seq, sum(opened.depth))
-        self._book = LeaseBook()
-        self._book.set_mark(self._next_seq - 1)  # everything pending at open is backlog
-        self.figures.reset(
-            opened.depth,
-            opened.payload_bytes,
-            used_bytes(opened.conn),
-            recovered=opened.recovered,
-            rebuilt=opened.rebuilt,
-            lost=opened.lost,
-            check_s=opened.check_s,
-        )
-        self._refresh_oldest()
-
-    def _close_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
+            self._store.close()
 
     def _fail_all(self, error: SpoolError) -> None:
         """Refuse new work and answer everything queued or gathered with ``error``."""
@@ -202,7 +163,7 @@ class Writer:
         q = self._gate.queue
         batch = self._batch = []
         records = 0
-        seq = self._next_seq
+        seq = self._store.next_seq
         encode_s = 0.0
         deadline = first.enqueued + self._linger
         op: Op = first
@@ -235,7 +196,7 @@ class Writer:
 
     def _refused(self, op: Append) -> bool:
         """Refuse ``op`` while the spool is full under ``reject_new``."""
-        if not self._cap.full:
+        if not self._store.cap.full:
             return False
         op.future.set_exception(
             SpoolFullError(
@@ -244,7 +205,7 @@ class Writer:
                 path=str(self.path),
             )
         )
-        self.figures.rejected(len(op.items))
+        self._store.figures.rejected(len(op.items))
         return True
 
     def _encode(self, op: Append, seq: int) -> bool:
@@ -265,7 +226,7 @@ class Writer:
 
     def _renumber(self, appends: list[Append]) -> list[Append]:
         """Number ``appends`` again from the next sequence number (after a rebuild)."""
-        kept, seq = [], self._next_seq
+        kept, seq = [], self._store.next_seq
         for op in appends:
             if self._encode(op, seq):
                 assert op.encoded is not None
@@ -283,7 +244,7 @@ class Writer:
         started = encoded - encode_s  # encoding happened while the group gathered
         for attempt in (1, 2):
             try:
-                delta, acked = self._write(appends, acks)
+                _, acked = self._store.write_group(appends, acks)
                 break
             except sqlite3.Error as exc:
                 if attempt == 1 and is_corruption(exc):
@@ -300,9 +261,9 @@ class Writer:
                 self._fail(appends, acks, exc)
                 return
         done = time.perf_counter()
-        self._after_write(delta)
+        figures = self._store.figures
         rows = sum(len(op.items) for op in appends)
-        self.figures.committed(
+        figures.committed(
             appended=rows,
             acked=sum(acked),
             records=rows + sum(len(op.ids) for op in acks),
@@ -315,115 +276,18 @@ class Writer:
         for ack, count in zip(acks, acked, strict=True):
             ack.future.set_result(count)
         if appends:
-            self._book.note_commit(self._clock.monotonic(), self._next_seq - 1)
-            if self.figures.oldest_created is None:
+            if figures.oldest_created is None:
                 first = appends[0].encoded
                 assert first is not None
-                self.figures.set_oldest(first.rows[0][5])
+                figures.set_oldest(first.rows[0][5])
             self._notify()
-        self._check_cap()
+        self._store.check_cap()
 
     def _fail(self, appends: list[Append], acks: list[Ack], error: SpoolError) -> None:
         for append in appends:
             append.future.set_exception(error)
         for ack in acks:
             ack.future.set_exception(error)
-
-    def _write(self, appends: list[Append], acks: list[Ack]) -> tuple[Delta, list[int]]:
-        """The group's transaction; the ledger first when its numbers need reserving."""
-        conn = self._conn_or_fail()
-        delta = Delta()
-        end = self._next_seq
-        for op in appends:
-            assert op.encoded is not None
-            for cls in range(3):
-                delta.depth[cls] += op.encoded.counts[cls]
-            delta.nbytes += op.encoded.nbytes
-            end = max(end, op.encoded.end_seq)
-        self._ledger.cover(end, self._next_seq, sum(self.figures.depth))
-        acked: list[int] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if appends:
-                insert_rows(conn, itertools.chain.from_iterable(_rows(op) for op in appends))
-            if acks:
-                acked = self._delete_acked(conn, acks, delta)
-            self._write_state(conn, delta, end)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._next_seq = end
-        return delta, acked
-
-    def _delete_acked(self, conn: sqlite3.Connection, acks: list[Ack], delta: Delta) -> list[int]:
-        """Delete the acked records; how many of each ack's ids were found."""
-        leased = self._book.leased
-        rows: list[tuple[int, int]] = []
-        seen: set[int] = set()
-        counts: list[int] = []
-        for op in acks:
-            count = 0
-            for rid in op.ids:
-                if rid in seen:
-                    continue
-                seen.add(rid)
-                size = leased.get(rid)
-                if size is None:  # not leased (any more): look it up
-                    found = conn.execute(
-                        "SELECT length(payload) FROM records WHERE id = ?", (rid,)
-                    ).fetchone()
-                    if found is None:
-                        continue
-                    size = int(found[0])
-                rows.append((rid, size))
-                count += 1
-            counts.append(count)
-        delete_rows(conn, rows, delta, None)
-        delta.acked_ids = [rid for rid, _ in rows]
-        return counts
-
-    def _write_state(self, conn: sqlite3.Connection, delta: Delta, next_seq: int) -> None:
-        depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
-        write_state(conn, next_seq, depth, self.figures.payload_bytes + delta.nbytes)
-
-    def _after_write(self, delta: Delta) -> None:
-        """Apply a committed delta to the lease book and the figures."""
-        for rid in delta.acked_ids:
-            self._book.leased.pop(rid, None)
-        for rid in delta.inserted_ids:
-            self._book.inserted(rid)
-        self.figures.apply(
-            delta.depth,
-            delta.nbytes,
-            used_bytes(self._conn_or_fail()),
-            delta.removed,
-            (delta.compacted_parts, delta.compacted_records),
-        )
-
-    def _transaction(self, work: Callable[[sqlite3.Connection, Delta], T]) -> T:
-        """Run maintenance ``work`` in its own transaction and apply its delta."""
-        conn = self._conn_or_fail()
-        delta = Delta()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = work(conn, delta)
-            if delta.empty():
-                conn.execute("ROLLBACK")  # nothing changed: no commit, no fsync
-                return result
-            self._write_state(conn, delta, self._next_seq)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        self._after_write(delta)
-        self._check_cap()
-        return result
-
-    def _check_cap(self) -> None:
-        self._cap.check(self.figures, self._book.leased, self._transaction, self._clock.time())
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -444,53 +308,20 @@ class Writer:
             op.future.set_result(result)
         return op.stop
 
-    def _conn_or_fail(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise SpoolError("the spool file is not open", path=str(self.path))
-        return self._conn
-
     def _on_db_error(self, exc: sqlite3.Error) -> None:
-        """Rebuild the file when an error says it is damaged; otherwise just log."""
-        if not is_corruption(exc):
-            log.error("spool %s: %s", self.path, exc)
-            return
-        self._close_conn()
-        known = Known(self._ledger.entry, False, self._next_seq, sum(self.figures.depth))
-        self._adopt(rebuild(self.path, self.config, reason=str(exc), known=known))
-        self._notify()
+        """Rebuild the file when an error says it is damaged (see Store.on_db_error)."""
+        if self._store.on_db_error(exc):
+            self._notify()
 
     def lease(
         self, limit: int, max_bytes: int, backlog_budget: int | None, live_window_s: float | None
     ) -> list[SpoolRecord]:
-        conn = self._conn_or_fail()
-        live_cutoff = None
-        if live_window_s is not None:
-            self._book.age(self._clock.monotonic() - live_window_s)
-            live_cutoff = self._clock.time() - live_window_s
-        corrupt: list[tuple[int, int]] = []
-        records = self._book.lease(
-            conn,
-            limit,
-            max_bytes,
-            backlog_budget=backlog_budget,
-            live_cutoff=live_cutoff,
-            corrupt=corrupt,
-            avg_size=self.figures.payload_bytes // max(1, sum(self.figures.depth)) or 512,
-        )
-        if corrupt:
-            log.warning(
-                "spool %s: %d records lost to damage (their checksums failed when leased; "
-                "they were cut); counted as corrupt_records",
-                self.path,
-                len(corrupt),
-            )
-            self._transaction(lambda c, d: delete_rows(c, corrupt, d, "corrupt_records"))
-        return records
+        return self._store.lease(limit, max_bytes, backlog_budget, live_window_s)
 
     def release(self, ids: list[int] | None, mark_backlog: bool) -> int:
-        count = self._book.release(ids)
+        count = self._store.book.release(ids)
         if mark_backlog:
-            self._book.set_mark(self._next_seq - 1)
+            self._store.book.set_mark(self._store.next_seq - 1)
         self._notify()
         return count
 
@@ -513,49 +344,13 @@ class Writer:
             return
         self._next_maintenance = now + self.config.maintenance_interval_s
         try:
-            cutoff = self._clock.time() - self.config.ttl_s
-            expired = self._transaction(
-                lambda c, d: expire(c, d, self._book.leased, cutoff, _TTL_BUDGET)
-            )
-            if expired:
-                log.warning("spool %s: %d records expired (ttl_s)", self.path, expired)
-            self._refresh_oldest()
-            self._check_cap()
+            self._store.expire()
+            self._store.check_cap()
         except sqlite3.Error as exc:
             self._on_db_error(exc)
-        try:
-            self._ledger.note(self._next_seq, sum(self.figures.depth))
-        except SpoolError as exc:
-            log.error("spool %s: %s (tried again next round)", self.path, exc)
-
-    def _refresh_oldest(self) -> None:
-        conn = self._conn_or_fail()
-        oldest: float | None = None
-        for cls in range(3):
-            row = conn.execute(
-                "SELECT created_at FROM records WHERE id > ? AND id < ? ORDER BY id LIMIT 1",
-                (cls << PRIORITY_SHIFT, (cls + 1) << PRIORITY_SHIFT),
-            ).fetchone()
-            if row is not None and (oldest is None or row[0] < oldest):
-                oldest = float(row[0])
-        self.figures.set_oldest(oldest)
+        self._store.note_ledger()
 
     def shutdown(self) -> None:
         """The clean close: the file marked clean, the WAL checkpointed, the ledger current."""
-        conn = self._conn_or_fail()
-        try:
-            conn.execute("UPDATE state SET clean = 1")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except sqlite3.Error as exc:
-            log.error("spool %s: clean close failed (the next open checks it): %s", self.path, exc)
-        try:
-            self._ledger.note(self._next_seq, sum(self.figures.depth))
-        except SpoolError as exc:
-            log.error("spool %s: %s", self.path, exc)
-        self._close_conn()
+        self._store.close_clean()
         self._fail_all(SpoolClosedError("the spool was closed", path=str(self.path)))
-
-
-def _rows(op: Append) -> list[tuple[int, str, str, float, float, float, int, bytes]]:
-    assert op.encoded is not None
-    return op.encoded.rows

@@ -71,7 +71,7 @@ def add_failing_trigger(spool: SyncSpool) -> None:
     """Make every insert of the pipeline 'boom' fail, on the spool's own connection."""
 
     def install() -> None:
-        conn = spool._writer._conn  # the test reaches into the writer thread
+        conn = spool._writer.conn  # the test reaches into the writer thread
         assert conn is not None
         conn.execute(
             "CREATE TEMP TRIGGER boom BEFORE INSERT ON main.records "
