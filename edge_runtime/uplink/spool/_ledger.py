@@ -22,14 +22,17 @@ What is exact and what can be off:
 * The next sequence number never goes back. On a healthy open the spool continues from the
   database's own state; after damage it continues from the larger of ``reserved`` and the
   highest recovered number + 1. Both are exact lower bounds, so numbers are never handed out
-  twice; after damage up to one block of numbers is skipped (the core sees a gap).
-* Records lost to damage are counted as ``live`` (or, when the damaged file's own state row is
-  still readable and newer, that row's count) minus the records recovered. That is exact when
-  the ledger is current: after a clean close, after ``maintain()``, or when nothing was
-  appended, acknowledged or dropped since the last maintenance round. After a crash it can be
-  off by what changed in the last maintenance round before the crash (between a commit and
-  the next ledger update): records appended then and lost are not counted, records
-  acknowledged then are counted as lost.
+  twice; after damage about one block of numbers is skipped (the core sees a gap).
+* Damage found while the spool runs (a read or a commit fails) is counted against the running
+  spool's own figures: pending records before minus records recovered, exact.
+* Damage found on open is counted as the pending records before the damage minus the records
+  recovered. "Before" is whichever saw the later commit: the damaged file's own state row, when
+  SQLite can still read it (exact as of that commit), or the ledger's ``live``. The ledger is
+  exact when current: after a clean close, after ``maintain()``, or when nothing was appended,
+  acknowledged or dropped since the last maintenance round. After a crash it can be off by what
+  changed in the last maintenance round before the crash (between a commit and the next ledger
+  update): records appended then and lost are not counted, records acknowledged then are
+  counted as lost.
 * A database that lost commits without looking damaged (its WAL overwritten, an old copy
   restored) is noticed when its next sequence number is below ``committed``; the records
   between the two are counted as lost (an upper bound: some of them may have been sent).
@@ -51,7 +54,7 @@ from pathlib import Path
 
 from edge_runtime.uplink.spool.errors import SpoolError
 
-__all__ = ["BLOCK", "Ledger", "LedgerEntry", "ledger_path"]
+__all__ = ["BLOCK", "Ledger", "LedgerEntry", "clock_floor", "ledger_path"]
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@
 per ``check_on_open``) and verifies the checksums of the newest records. A file SQLite cannot
 open, or one that fails its check, is moved aside (``<path>.corrupt-<time>``) and replaced by a
 fresh file into which every record that SQL can still read from it is copied
-(:func:`~edge_runtime.uplink.spool._rescue.copy_readable`). Records lost on the way are
-counted against the side ledger (see :mod:`edge_runtime.uplink.spool._ledger`), logged as a
-WARNING with the count and reported as ``corrupt_records``.
+(:func:`~edge_runtime.uplink.spool._rescue.copy_readable`; SQLite does every read, nothing here
+parses the file). A sound file that lost commits (its WAL destroyed) is noticed against the
+side ledger. Records lost either way are counted (see :mod:`edge_runtime.uplink.spool._ledger`
+for how exactly), logged as a WARNING with the count and reported as ``corrupt_records``.
 
 It raises :class:`SpoolError` only when the disk itself refuses (no permission, no space,
 another process holds the file).
