@@ -214,7 +214,7 @@ async def bench_append(work: Path, sizes: Sizes) -> AppendResult:
         run = await spool_append(work / "append.db", sizes, summaries, wrap)
         if best is None or run.rate > best.rate:
             best = run
-        group = max(1, round(run.mean_group))
+        group = max(1, round(best.mean_group))  # the bare loop commits groups of the spool's
         bare = max(bare, bare_sqlite(work / "bare.db", rows, group))
         by_env = await spool_append(work / "env.db", sizes, envelopes, by_envelope)
         envelopes_rate = max(envelopes_rate, by_env.rate)
