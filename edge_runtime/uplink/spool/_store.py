@@ -116,7 +116,7 @@ class Store:
             log.error("spool %s: %s", self.path, exc)
             return False
         self.close()
-        known = Known(self.ledger.entry, False, self.next_seq, sum(self.figures.depth))
+        known = Known(self.ledger.entry, next_seq=self.next_seq, live=sum(self.figures.depth))
         self._adopt(rebuild(self.path, self.config, reason=str(exc), known=known))
         return True
 
