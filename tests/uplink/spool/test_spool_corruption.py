@@ -110,6 +110,32 @@ def test_overwritten_pages_are_found_rebuilt_and_counted(
         assert spool.stats().recoveries == 0
 
 
+def test_damage_met_by_a_commit_rebuilds_and_the_group_goes_on(
+    spool_config: SpoolConfig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Pages in the middle overwritten and nothing checked on open: a group commit whose ack
+    reads them meets the damage, the file is rebuilt under it, and the group (an append among
+    it) is committed into the new file."""
+    config = spool_config.model_copy(update={"verify_tail_records": 0})
+    path = _fill(config)
+    _overwrite(path, 120 * 4096, 2 * 4096)
+    sent = [(1 << 56) | seq for seq in range(1000, 1400)]  # ids the core acknowledged
+    with caplog.at_level(logging.WARNING), SyncSpool(config) as spool:
+        assert spool.stats().recoveries == 0
+        acked = spool.submit_ack(sent)
+        appended = spool.submit_append(envelopes(5))
+        found, got = acked.result(timeout=10), appended.result(timeout=10)
+        stats = spool.stats()
+        assert stats.recoveries == 1 and stats.appended == 5
+        assert 0 < stats.corrupt_records < 100  # about two pages of records
+        assert _logged_loss(caplog.text) == stats.corrupt_records
+        assert found == 400 - stats.corrupt_records  # the lost ones were not there to delete
+        assert got.start > TOTAL
+        records = spool.lease(10**6)
+    assert len(records) == stats.depth == TOTAL - 400 + 5
+    assert [r.seq for r in records][:5] == list(got)  # live, ahead of the backlog
+
+
 def test_an_overwritten_header_loses_everything_and_counts_it(
     spool_config: SpoolConfig, caplog: pytest.LogCaptureFixture
 ) -> None:
