@@ -10,6 +10,7 @@ from edge_runtime.mqtt.config import BrokerConfig
 
 __all__ = ["SenderConfig", "UplinkConfig"]
 
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

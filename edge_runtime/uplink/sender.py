@@ -7,8 +7,10 @@ each stream's records reach the core in order (per lane: see the spool's lease b
 
 When a publish fails the link is down: every record in flight goes back to the spool, all that
 was pending moves to the backlog lane, and the sender waits for :meth:`Publisher.wait_connected`
-(no retry timer). Backlog records are sent flagged ``backlog=True`` behind alerts and live data,
-at most ``backlog_rate_per_s`` per second when a rate is set.
+(no retry timer). Only a drain that fails again while the link reports itself up waits
+before the next try, per :class:`~edge_runtime.backoff.Backoff` (50 ms doubling up to 5 s).
+Backlog records are sent flagged ``backlog=True`` behind alerts and live data, at most
+``backlog_rate_per_s`` per second when a rate is set.
 """
 
 from __future__ import annotations
@@ -16,15 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
+from edge_runtime.backoff import Backoff
 from edge_runtime.clock import Clock, SystemClock
 from edge_runtime.errors import TransportError
+from edge_runtime.lifecycle import Component
 from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.envelope import encode_envelopes
 from edge_runtime.uplink.spool.errors import SpoolError
@@ -37,6 +39,10 @@ __all__ = ["Publisher", "Sender", "SenderStats", "TokenBucket"]
 log = logging.getLogger(__name__)
 
 QOS = 1
+# A drain that fails while the link reports itself up (a broker refusing publishes, a spool
+# error) is retried after a backoff, so the sender does not spin.
+_RETRY_MIN_S = 0.05
+_RETRY_MAX_S = 5.0
 
 
 class Publisher(Protocol):
@@ -99,7 +105,7 @@ class SenderStats:
     backlog_tokens: float | None
 
 
-class Sender:
+class Sender(Component):
     """Drains a :class:`Spool` through a :class:`Publisher`.
 
     ``async with Sender(spool, publisher, config):`` runs the drain loop as a named task in the
@@ -143,26 +149,23 @@ class Sender:
 
     # -- lifecycle -------------------------------------------------------------------------
 
-    async def __aenter__(self) -> Sender:
+    async def start(self) -> None:
+        """Start the drain loop as a named task in the sender's task group."""
         group = asyncio.TaskGroup()
         await group.__aenter__()
         self._group = group
         self._task = group.create_task(self.run(), name="spool-sender")
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
+    async def close(self) -> None:
+        """Stop the drain loop; records still leased go back to the spool (safe twice)."""
+        group, task = self._group, self._task
+        self._group = self._task = None
+        if task is not None:
+            task.cancel()
         try:
-            if self._group is not None:
-                await self._group.__aexit__(exc_type, exc, tb)
+            if group is not None:
+                await group.__aexit__(None, None, None)
         finally:
-            self._group = self._task = None
             with contextlib.suppress(SpoolError):
                 await self._spool.release()
 
@@ -197,11 +200,9 @@ class Sender:
 
     async def run(self) -> None:
         """Drain forever: wait for the link, send, and start over when the link drops."""
-        failures = 0
+        backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
+        stalled = 0  # drains in a row that sent nothing
         while True:
-            if failures > 1:  # failing while "connected": do not spin
-                delay = min(5.0, 0.05 * 2 ** (failures - 2))
-                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             await self._publisher.wait_connected()
             if not self._connected:
                 log.info("uplink connected; draining the spool (%d pending)", self._pending())
@@ -225,7 +226,13 @@ class Sender:
                 log.error("sender: the spool failed (%s); retrying", group.exceptions[0])
                 with contextlib.suppress(SpoolError):
                     await self._spool.release()
-            failures = 0 if self._messages > sent_before else failures + 1
+            if self._messages > sent_before:
+                stalled = 0
+                backoff.reset()
+                continue
+            stalled += 1
+            if stalled > 1:  # failing again while "connected": do not spin
+                await asyncio.sleep(backoff.next_delay())
 
     def _pending(self) -> int:
         return self._spool.stats().depth

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from edge_runtime.clock import Clock
+from edge_runtime.lifecycle import Component
 from edge_runtime.types import Summary
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError
@@ -23,8 +23,12 @@ __all__ = ["SpooledUplink"]
 log = logging.getLogger(__name__)
 
 
-class SpooledUplink:
-    """Spool + sender behind the runtime's :class:`~edge_runtime.uplink.base.Uplink` API."""
+class SpooledUplink(Component):
+    """Spool + sender behind the runtime's :class:`~edge_runtime.uplink.base.Uplink` API.
+
+    ``async with`` opens the spool and closes it; the runtime runs :meth:`run` (the sender's
+    drain loop) in its own task group.
+    """
 
     def __init__(
         self,
@@ -44,16 +48,10 @@ class SpooledUplink:
         self.clock = clock
         self.rejected = 0
 
-    async def __aenter__(self) -> Self:
-        await self.spool.open()
-        return self
+    async def start(self) -> None:
+        await self.spool.start()
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def close(self) -> None:
         await self.spool.close()
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None:

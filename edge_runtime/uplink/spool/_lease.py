@@ -128,7 +128,7 @@ class LeaseBook:
         return count
 
     def inserted(self, rid: int) -> None:
-        """A record was inserted behind a cursor (compaction, salvage): make it leasable."""
+        """A record was inserted behind a cursor (compaction): make it leasable."""
         rng = self._range_of(rid)
         rng.cursor = min(rng.cursor, rid - 1)
 

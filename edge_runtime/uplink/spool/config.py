@@ -54,7 +54,9 @@ class SpoolConfig(BaseModel):
         min_length=1,
         description=(
             "SQLite file of the spool, relative to the runtime's data_dir (an absolute path "
-            "is used as is). Its folder is created when missing."
+            "is used as is). Its folder is created when missing. A small ledger file "
+            "<path>.ledger beside it keeps the sequence high-water mark and the pending "
+            "record count, so that numbers never go back and losses to damage are counted."
         ),
     )
     max_bytes: int = Field(
@@ -86,29 +88,13 @@ class SpoolConfig(BaseModel):
         description=(
             "Group commit: the longest an append waits for other appends to share its "
             "transaction and fsync. 0 commits as soon as the writer thread is free. A group "
-            "that already holds 1,000 records commits once no more work arrived for 0.25 ms "
-            "and, with compiled_commit, once the committer has inserted what it was given, or "
-            "as soon as the group before it is committed (so that two groups alternate: one "
-            "commits while the next one's rows go in)."
+            "that already holds 1,000 records commits once no more work arrived for 0.25 ms."
         ),
     )
     max_batch: int = Field(
         default=20_000,
         ge=1,
         description="Most records written in one transaction (one fsync).",
-    )
-    compiled_commit: bool = Field(
-        default=True,
-        description=(
-            "Write append groups with the compiled committer (edge_runtime/spool/_txn.c, "
-            "built by pip install where a C compiler is present): a native thread inserts each "
-            "append's rows into the group's open transaction without the GIL while the writer "
-            "thread encodes the next, then commits (same statements, same fsync). False, or "
-            "where it is not built, writes every group through Python's sqlite3 module in the "
-            "writer thread. The spool's figures say which is in use (compiled_commit). "
-            "With it, SQLite's WAL checkpoint (at 1,000 pages) runs after the committer has "
-            "reported the commit instead of inside it."
-        ),
     )
     compaction: CompactionConfig = Field(
         default_factory=CompactionConfig,
@@ -127,7 +113,8 @@ class SpoolConfig(BaseModel):
         description=(
             "When to run SQLite's quick_check on open: always, only when the spool was not "
             "closed cleanly (kill, power cut), or never. quick_check reads the whole file "
-            "(about 0.5 s per 500 MB)."
+            "(about 0.5 s per 500 MB). Damage it misses is found when the pages are read, "
+            "and the file is rebuilt then."
         ),
     )
     verify_tail_records: int = Field(
@@ -146,8 +133,9 @@ class SpoolConfig(BaseModel):
         default=2,
         ge=0,
         description=(
-            "A damaged database is moved aside as <path>.corrupt-<timestamp> and its readable "
-            "records are copied into a fresh one; this many moved-aside files are kept."
+            "A damaged database is moved aside as <path>.corrupt-<timestamp> and every record "
+            "SQLite can still read from it is copied into a fresh one; this many moved-aside "
+            "files are kept."
         ),
     )
     maintenance_interval_s: float = Field(

@@ -13,7 +13,6 @@ concatenating stored payloads behind a msgpack array header.
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Mapping
 from enum import IntEnum, StrEnum
 from typing import Any, NamedTuple
@@ -28,6 +27,8 @@ __all__ = [
     "SpoolRecord",
     "decode_payload",
     "encode_payload",
+    "finite_stats",
+    "flag_backlog",
     "pack_message",
     "priority_for",
     "record_id",
@@ -35,8 +36,8 @@ __all__ = [
 
 PRIORITY_SHIFT = 56
 SEQ_MASK = (1 << PRIORITY_SHIFT) - 1
-_FALSE = 0xC2
-_TRUE = 0xC3
+_PACKED_FALSE: bytes = msgpack.packb(False)
+_PACKED_TRUE: bytes = msgpack.packb(True)
 
 
 class Priority(IntEnum):
@@ -68,7 +69,15 @@ def priority_for(envelope: Envelope) -> Priority:
     return Priority.LIVE
 
 
-def _finite_stats(stats: Mapping[str, Stat]) -> Mapping[str, Stat]:
+def finite_stats(stats: Mapping[str, Stat]) -> Mapping[str, Stat]:
+    """``stats`` as a plain dict with NaN and infinities replaced by None (msgpack would keep
+    them; JSON cannot)."""
+    if stats.__class__ is dict:
+        try:
+            if math.isfinite(sum(stats.values())):
+                return stats  # every value finite (the usual case): no copy
+        except TypeError:
+            pass  # a None among them (or not numbers: packing tells)
     isfinite = math.isfinite
     for value in stats.values():
         if isinstance(value, float) and not isfinite(value):
@@ -83,8 +92,7 @@ def encode_payload(envelope: Envelope, seq: int) -> bytes:
     """The stored form of ``envelope`` with sequence number ``seq`` (see the module doc).
 
     Decodes to the same document as :meth:`Envelope.to_dict` (NaN and inf stats become None).
-    This is the reference encoding; the writer's hot path builds the same documents faster
-    (``edge_runtime.uplink.spool._encode.RowEncoder``).
+    The writer builds the same document (``edge_runtime.uplink.spool._encode``).
     """
     attrs = envelope.attrs
     doc = {
@@ -96,7 +104,7 @@ def encode_payload(envelope: Envelope, seq: int) -> bytes:
         "key": envelope.key,
         "window_start": envelope.window_start,
         "window_end": envelope.window_end,
-        "stats": _finite_stats(envelope.stats),
+        "stats": finite_stats(envelope.stats),
         "kind": envelope.kind,
         "revision": envelope.revision,
         "created_at": envelope.created_at,
@@ -118,25 +126,19 @@ def decode_payload(payload: bytes) -> Envelope:
 def flag_backlog(payload: bytes) -> bytes:
     """``payload`` with ``backlog`` set to True, by rewriting the final byte when possible."""
     last = payload[-1:]
-    if last == b"\xc3":
+    if last == _PACKED_TRUE:
         return payload
-    if last == b"\xc2":
-        return payload[:-1] + b"\xc3"
+    if last == _PACKED_FALSE:  # the packed False of the backlog entry, which comes last
+        return payload[:-1] + _PACKED_TRUE
     envelope = decode_payload(payload).as_backlog()  # not written by encode_payload
     return encode_payload(envelope, envelope.seq)
 
 
 def pack_message(payloads: list[bytes]) -> bytes:
-    """One uplink message (a msgpack array of envelopes) from stored payloads."""
-    n = len(payloads)
-    if n < 16:
-        header = bytes((0x90 | n,))
-    elif n < 0x10000:
-        header = b"\xdc" + struct.pack(">H", n)
-    else:
-        header = b"\xdd" + struct.pack(">I", n)
-    payloads_iter: list[bytes] = [header, *payloads]
-    return b"".join(payloads_iter)
+    """One uplink message (a msgpack array of envelopes) from stored payloads: msgpack's array
+    header, then the payloads as they are stored."""
+    header: bytes = msgpack.Packer().pack_array_header(len(payloads))
+    return b"".join([header, *payloads])
 
 
 class SpoolRecord(NamedTuple):

@@ -6,27 +6,27 @@ import asyncio
 import contextlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 
 from edge_runtime.clock import Clock
+from edge_runtime.lifecycle import Component
 from edge_runtime.types import Envelope, Summary
 from edge_runtime.uplink.spool._maintenance import MergeFn
 from edge_runtime.uplink.spool.config import SpoolConfig
-from edge_runtime.uplink.spool.core import SpoolCore, Wrap
 from edge_runtime.uplink.spool.errors import SpoolClosedError
 from edge_runtime.uplink.spool.records import SpoolRecord
 from edge_runtime.uplink.spool.stats import SpoolStats
+from edge_runtime.uplink.spool.sync import SyncSpool, Wrap
 
 __all__ = ["Spool"]
 
 
-class Spool:
+class Spool(Component):
     """Durable store-and-forward spool (asyncio API).
 
     ``async with Spool(config, data_dir=...) as spool:`` opens the file in the spool's writer
     thread (checking and repairing it when needed) and closes it cleanly on exit. Every method
     hands its work to that thread and awaits the result, so the event loop never waits on disk
-    I/O. :attr:`core` is the same spool with a blocking API.
+    I/O. :attr:`sync` is the same spool with a blocking API.
     """
 
     def __init__(
@@ -37,42 +37,32 @@ class Spool:
         clock: Clock | None = None,
         merge: MergeFn | None = None,
     ) -> None:
-        self.core = SpoolCore(config, data_dir=data_dir, clock=clock, merge=merge)
+        self.sync = SyncSpool(config, data_dir=data_dir, clock=clock, merge=merge)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._leasable = asyncio.Event()
 
     @property
     def config(self) -> SpoolConfig:
-        return self.core.config
+        return self.sync.config
 
     @property
     def path(self) -> Path:
-        return self.core.path
+        return self.sync.path
 
-    async def open(self) -> None:
+    async def start(self) -> None:
+        """Open the file (checked, and rebuilt when damaged) in the writer thread."""
         self._loop = asyncio.get_running_loop()
-        self.core.add_listener(self._wake)
+        self.sync.add_listener(self._wake)
         try:
-            await asyncio.wrap_future(self.core.start())
+            await asyncio.wrap_future(self.sync.start())
         except BaseException:
-            self.core.remove_listener(self._wake)
+            self.sync.remove_listener(self._wake)
             raise
 
     async def close(self) -> None:
-        self.core.remove_listener(self._wake)
-        await asyncio.wrap_future(self.core.stop())
-
-    async def __aenter__(self) -> Spool:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
+        """Finish the queued work and close the file cleanly (safe to call twice)."""
+        self.sync.remove_listener(self._wake)
+        await asyncio.wrap_future(self.sync.stop())
 
     def _wake(self) -> None:
         # writer thread: records may have become leasable
@@ -100,19 +90,19 @@ class Spool:
         """Store envelopes durably; returns their sequence numbers once committed and fsynced.
 
         The spool assigns ``seq`` (the envelopes' own value is ignored); see
-        :meth:`SpoolCore.submit_append` for ``priority``.
+        :meth:`SyncSpool.submit_append` for ``priority``.
         """
-        return await asyncio.wrap_future(self.core.submit_append(envelopes, priority))
+        return await asyncio.wrap_future(self.sync.submit_append(envelopes, priority))
 
     async def append_summaries(
         self, summaries: Sequence[Summary], wrap: Wrap, priority: int | None = None
     ) -> range:
         """Wrap each summary with its spool-assigned ``seq`` and store it durably.
 
-        See :meth:`SpoolCore.submit_append_summaries`; a :class:`SiteWrap` is the fast way.
+        See :meth:`SyncSpool.submit_append_summaries`; a :class:`SiteWrap` is the fast way.
         """
         return await asyncio.wrap_future(
-            self.core.submit_append_summaries(summaries, wrap, priority)
+            self.sync.submit_append_summaries(summaries, wrap, priority)
         )
 
     async def lease(
@@ -123,24 +113,24 @@ class Spool:
         backlog_budget: int | None = None,
         live_window_s: float | None = None,
     ) -> list[SpoolRecord]:
-        """Lease pending records for sending (see :meth:`SpoolCore.submit_lease`)."""
+        """Lease pending records for sending (see :meth:`SyncSpool.submit_lease`)."""
         return await asyncio.wrap_future(
-            self.core.submit_lease(
+            self.sync.submit_lease(
                 limit, max_bytes, backlog_budget=backlog_budget, live_window_s=live_window_s
             )
         )
 
     async def ack(self, ids: Iterable[int]) -> int:
         """Mark records as sent, once the core acknowledged them; returns how many were found."""
-        return await asyncio.wrap_future(self.core.submit_ack(ids))
+        return await asyncio.wrap_future(self.sync.submit_ack(ids))
 
     async def release(self, ids: Iterable[int] | None = None, *, mark_backlog: bool = False) -> int:
-        """Return leased records to pending (see :meth:`SpoolCore.submit_release`)."""
-        return await asyncio.wrap_future(self.core.submit_release(ids, mark_backlog=mark_backlog))
+        """Return leased records to pending (see :meth:`SyncSpool.submit_release`)."""
+        return await asyncio.wrap_future(self.sync.submit_release(ids, mark_backlog=mark_backlog))
 
     async def maintain(self) -> None:
-        """Run the TTL sweep and the size-cap enforcement now."""
-        await asyncio.wrap_future(self.core.submit_maintain())
+        """Run the TTL sweep and the size-cap enforcement now; bring the ledger up to date."""
+        await asyncio.wrap_future(self.sync.submit_maintain())
 
     def stats(self) -> SpoolStats:
-        return self.core.stats()
+        return self.sync.stats()

@@ -8,11 +8,11 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from edge_runtime.uplink.spool._encode import COMPILED
-
 __all__ = ["DROP_REASONS", "Figures", "LatencyWindow", "RateWindow", "SpoolStats"]
 
-#: Reasons a record leaves the spool without being sent (labels of ``SpoolStats.dropped``).
+#: Reasons a record leaves the spool without being sent (labels of ``SpoolStats.dropped``):
+#: past its TTL, dropped at the size cap, lost to damage of the file (a failed checksum, an
+#: unreadable page, a lost WAL; see ``edge_runtime.uplink.spool._ledger`` for how exact).
 DROP_REASONS = ("expired_ttl", "dropped_cap", "corrupt_records")
 
 
@@ -67,7 +67,12 @@ class RateWindow:
 
 @dataclass(frozen=True, slots=True)
 class SpoolStats:
-    """A snapshot of the spool's backlog and counters (counters count since ``open``)."""
+    """A snapshot of the spool's backlog and counters (counters count since ``open``).
+
+    ``recovered_records``: records copied out of a damaged file into its rebuilt replacement;
+    ``recoveries``: files rebuilt; records lost to damage are ``dropped["corrupt_records"]``
+    (also :attr:`corrupt_records`).
+    """
 
     depth: int
     depth_by_priority: tuple[int, int, int]
@@ -84,7 +89,7 @@ class SpoolStats:
     compacted_parts: int
     compacted_records: int
     dropped: Mapping[str, int]
-    salvaged_records: int
+    recovered_records: int
     recoveries: int
     rejected_full: int
     commits: int
@@ -139,7 +144,7 @@ class Figures:
                 "acked",
                 "compacted_parts",
                 "compacted_records",
-                "salvaged_records",
+                "recovered_records",
                 "recoveries",
                 "rejected_full",
                 "commits",
@@ -154,7 +159,6 @@ class Figures:
         self._append_latency = LatencyWindow()
         self._drain = RateWindow()
         self._open_check_s = 0.0
-        self.compiled_commit = False  # set by the writer
 
     def reset(
         self,
@@ -162,9 +166,9 @@ class Figures:
         payload_bytes: int,
         used_bytes: int,
         *,
-        salvaged: int,
+        recovered: int,
         rebuilt: bool,
-        corrupt: int,
+        lost: int,
         check_s: float,
     ) -> None:
         """A file was opened (or rebuilt): take its figures and what opening it found."""
@@ -172,9 +176,9 @@ class Figures:
             self.depth = list(depth)
             self.payload_bytes = payload_bytes
             self.used_bytes = used_bytes
-            self._counters["salvaged_records"] += salvaged
+            self._counters["recovered_records"] += recovered
             self._counters["recoveries"] += int(rebuilt)
-            self._dropped["corrupt_records"] += corrupt
+            self._dropped["corrupt_records"] += lost
             self._open_check_s += check_s
 
     def apply(
@@ -204,10 +208,9 @@ class Figures:
         records: int,
         times: tuple[float, float, float],
         enqueued: Sequence[float],
-        write_s: float | None = None,
     ) -> None:
-        """A group commit finished; ``times`` are (started, encoded, done) perf_counter values;
-        ``write_s``, where given, is the time spent writing (else ``done - encoded``)."""
+        """A group commit finished; ``times`` are (started, encoded, done) perf_counter values:
+        the group's first work began, its rows were encoded, it was committed."""
         started, encoded, done = times
         with self._lock:
             c = self._counters
@@ -217,7 +220,7 @@ class Figures:
             c["committed_records"] += records
             self._commit_latency.add(done - started)
             self._encode_s += encoded - started
-            self._write_s += done - encoded if write_s is None else write_s
+            self._write_s += done - encoded
             for at in enqueued:
                 self._append_latency.add(done - at)
             self._drain.add(time.monotonic(), acked)
@@ -256,7 +259,7 @@ class Figures:
                 compacted_parts=c["compacted_parts"],
                 compacted_records=c["compacted_records"],
                 dropped=dict(self._dropped),
-                salvaged_records=c["salvaged_records"],
+                recovered_records=c["recovered_records"],
                 recoveries=c["recoveries"],
                 rejected_full=c["rejected_full"],
                 commits=c["commits"],
@@ -269,15 +272,8 @@ class Figures:
                 extra={
                     "open_check_s": self._open_check_s,
                     # where the writer's time goes, per record appended (encoding) and per
-                    # record appended or acked (transaction, fsync included; with the compiled
-                    # committer its own time, without the WAL checkpoints it runs after)
+                    # record appended or acked (transaction and fsync)
                     "encode_us_per_record": self._encode_s / max(1, c["appended"]) * 1e6,
                     "write_us_per_record": self._write_s / max(1, c["committed_records"]) * 1e6,
-                    # 1: rows are built by the compiled loop (_rows.c), 0: by the Python one
-                    "compiled_rows": 1.0 if COMPILED else 0.0,
-                    # 1: append groups are written by the compiled transaction (_txn.c) in a
-                    # committer thread while the writer encodes the next; 0: by the writer
-                    # through the sqlite3 module
-                    "compiled_commit": 1.0 if self.compiled_commit else 0.0,
                 },
             )

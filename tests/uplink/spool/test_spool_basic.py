@@ -23,8 +23,8 @@ from edge_runtime.uplink.spool import (
     Spool,
     SpoolClosedError,
     SpoolConfig,
-    SpoolCore,
     SpoolError,
+    SyncSpool,
 )
 from edge_runtime.uplink.spool.records import encode_payload, flag_backlog, pack_message
 from tests.uplink.spool.spool_helpers import T0, envelopes, summary, wrap_at
@@ -52,7 +52,7 @@ def test_non_finite_stats_are_stored_as_none() -> None:
 
 
 def test_append_lease_ack_in_order(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         seqs = spool.append(envelopes(30, streams=3))
         assert seqs == range(1, 31)
         leased = spool.lease(12)
@@ -76,7 +76,7 @@ def test_append_lease_ack_in_order(spool_config: SpoolConfig) -> None:
 
 
 def test_priority_classes_drain_alerts_then_live_then_backlog(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(5, pipeline="live"))
         spool.append(envelopes(3, pipeline="old"), priority=Priority.BACKLOG)
         spool.append(envelopes(2, kind="alert", pipeline="alarm"))  # alerts by kind
@@ -90,7 +90,7 @@ def test_priority_classes_drain_alerts_then_live_then_backlog(spool_config: Spoo
 
 
 def test_lease_respects_limits_and_backlog_budget(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(10))
         spool.append(envelopes(10), priority=Priority.BACKLOG)
         one = spool.lease(100, max_bytes=1)
@@ -105,7 +105,7 @@ def test_lease_respects_limits_and_backlog_budget(spool_config: SpoolConfig) -> 
 
 
 def test_release_returns_records_oldest_first(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(20))
         first = spool.lease(5)
         second = spool.lease(5)
@@ -117,13 +117,13 @@ def test_release_returns_records_oldest_first(spool_config: SpoolConfig) -> None
 
 
 def test_seq_survives_reopen_even_when_everything_was_sent(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         assert spool.append(envelopes(7)) == range(1, 8)
         spool.ack(r.id for r in spool.lease(100))
         assert spool.stats().depth == 0
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         assert spool.append(envelopes(3)) == range(8, 11)
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         got = spool.append_summaries([summary("a", i) for i in range(4)], wrap_at(time.time()))
         assert got == range(11, 15)
         assert sorted(r.envelope().seq for r in spool.lease(100)) == list(range(8, 15))
@@ -137,16 +137,16 @@ def test_append_summaries_wraps_with_the_final_seq(spool_config: SpoolConfig) ->
         seen.append(seq)
         return base(s, seq)  # type: ignore[arg-type]
 
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(2))
         got = spool.append_summaries([summary("x", i) for i in range(5)], wrap)  # type: ignore[arg-type]
         assert got == range(3, 8) and seen == list(got)
 
 
 def test_records_pending_at_open_are_backlog(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(4))
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(2))
         leased = spool.lease(100)
         assert [(r.seq, r.lane, r.backlog) for r in leased] == [
@@ -162,7 +162,7 @@ def test_records_pending_at_open_are_backlog(spool_config: SpoolConfig) -> None:
 
 
 def test_link_down_moves_pending_records_to_backlog(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(6))
         in_flight = spool.lease(3)
         assert not any(r.backlog for r in in_flight)
@@ -179,7 +179,7 @@ def test_link_down_moves_pending_records_to_backlog(spool_config: SpoolConfig) -
 
 def test_live_window_moves_old_records_to_backlog(spool_config: SpoolConfig) -> None:
     clock = ManualClock(T0)
-    with SpoolCore(spool_config, clock=clock) as spool:
+    with SyncSpool(spool_config, clock=clock) as spool:
         spool.append(envelopes(3, created_at=T0))
         clock.advance(120)
         spool.append(envelopes(2, created_at=T0 + 120))
@@ -207,7 +207,7 @@ async def test_group_commit_shares_transactions(tmp_path: Path) -> None:
 
 
 def test_group_commit_across_threads(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config.model_copy(update={"commit_interval_ms": 20})) as spool:
+    with SyncSpool(spool_config.model_copy(update={"commit_interval_ms": 20})) as spool:
         got: list[range] = []
         lock = threading.Lock()
 
@@ -228,7 +228,7 @@ def test_group_commit_across_threads(spool_config: SpoolConfig) -> None:
 
 def test_stats_report_the_backlog(spool_config: SpoolConfig) -> None:
     clock = ManualClock(T0 + 100)
-    with SpoolCore(spool_config, clock=clock) as spool:
+    with SyncSpool(spool_config, clock=clock) as spool:
         spool.append(envelopes(40, created_at=T0))
         spool.maintain()
         leased = spool.lease(10)
@@ -256,16 +256,16 @@ async def test_async_facade_and_closed_spool(spool_config: SpoolConfig) -> None:
 
 
 def test_a_second_opener_is_refused(spool_config: SpoolConfig) -> None:
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         spool.append(envelopes(1))
         with pytest.raises(SpoolError, match="another process"):
-            SpoolCore(spool_config).open()
+            SyncSpool(spool_config).open()
 
 
 def test_unencodable_envelope_is_refused_whole(spool_config: SpoolConfig) -> None:
     good = envelopes(2)
     bad = replace(good[1], attrs={"x": object()})
-    with SpoolCore(spool_config) as spool:
+    with SyncSpool(spool_config) as spool:
         with pytest.raises(SpoolError, match="cannot be encoded"):
             spool.append([good[0], bad])
         assert spool.append(good) == range(1, 3)  # no sequence number was used up

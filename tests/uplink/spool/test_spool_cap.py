@@ -16,8 +16,8 @@ from edge_runtime.uplink.spool import (
     Lane,
     Priority,
     SpoolConfig,
-    SpoolCore,
     SpoolFullError,
+    SyncSpool,
 )
 from tests.uplink.spool.spool_helpers import T0, envelopes
 
@@ -44,7 +44,7 @@ def _by_stream(records: list[Envelope]) -> dict[str, list[Envelope]]:
 
 def test_cap_compacts_old_summaries_into_hours(tmp_path: Path) -> None:
     originals = envelopes(1000, streams=STREAMS, created_at=time.time() - 7200)
-    with SpoolCore(_config(tmp_path)) as spool:
+    with SyncSpool(_config(tmp_path)) as spool:
         for start in range(0, 1000, 100):
             spool.append(originals[start : start + 100])
         spool.maintain()
@@ -95,7 +95,7 @@ def test_compaction_keeps_the_latest_revision_of_a_window(tmp_path: Path) -> Non
     correction = Envelope.wrap(
         revised, site=fix.site, seq=0, created_at=fix.created_at, version="t", config_hash="c"
     )
-    with SpoolCore(_config(tmp_path, max_bytes=64 * 1024)) as spool:
+    with SyncSpool(_config(tmp_path, max_bytes=64 * 1024)) as spool:
         spool.append([*first, correction])
         spool.maintain()
         for _ in range(200):  # push the file past its cap with fresh, uncompactable records
@@ -112,7 +112,7 @@ def test_compaction_keeps_the_latest_revision_of_a_window(tmp_path: Path) -> Non
 
 def test_drops_oldest_when_compaction_cannot_help(tmp_path: Path) -> None:
     config = _config(tmp_path, compaction=CompactionConfig(min_age_s=10**6))  # nothing is old
-    with SpoolCore(config.model_copy(update={"ttl_s": 10**7})) as spool:
+    with SyncSpool(config.model_copy(update={"ttl_s": 10**7})) as spool:
         alerts = spool.append(envelopes(5, kind="alert", pipeline="alarm"))
         spool.append(envelopes(20, pipeline="replayed"), priority=Priority.BACKLOG)
         for _ in range(15):
@@ -133,7 +133,7 @@ def test_drops_oldest_when_compaction_cannot_help(tmp_path: Path) -> None:
 
 def test_reject_new_refuses_appends_at_the_cap(tmp_path: Path) -> None:
     config = _config(tmp_path, drop_policy="reject_new", compaction=CompactionConfig(enabled=False))
-    with SpoolCore(config) as spool:
+    with SyncSpool(config) as spool:
         accepted = 0
         while not spool.stats().full:
             accepted += len(spool.append(envelopes(50)))
@@ -153,7 +153,7 @@ def test_reject_new_refuses_appends_at_the_cap(tmp_path: Path) -> None:
 def test_ttl_expiry_is_counted_and_spares_leased_records(tmp_path: Path) -> None:
     clock = ManualClock(T0)
     config = SpoolConfig(path=str(tmp_path / "ttl.db"), ttl_s=3600, commit_interval_ms=1)
-    with SpoolCore(config, clock=clock) as spool:
+    with SyncSpool(config, clock=clock) as spool:
         spool.append(envelopes(30, created_at=T0))
         spool.append(envelopes(5, created_at=T0, kind="alert"))
         in_flight = spool.lease(3, backlog_budget=0)  # alerts

@@ -10,7 +10,11 @@ from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from edge_runtime.backoff import Backoff
 from edge_runtime.broker import MosquittoProcess
+from edge_runtime.errors import TransportError
 from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import Priority, Spool, SpoolConfig
@@ -191,3 +195,43 @@ async def test_json_encoding_and_alerts_first(
     assert subscriber.messages == 1 and subscriber.first_bytes == {b"["}  # one JSON message
     assert [e.kind for e in subscriber.envelopes[:4]] == ["alert"] * 4
     _assert_in_order(subscriber.envelopes, {e.id for e in [*live, *alerts]})
+
+
+async def test_a_link_that_fails_while_up_is_retried_with_backoff(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first failure goes straight back to wait_connected; failures after it wait per
+    Backoff, each longer than the one before (the delays themselves are zeroed here)."""
+    attempts: list[int] = []
+    real_next_delay = Backoff.next_delay
+
+    def next_delay(self: Backoff) -> float:
+        attempts.append(self.attempt)
+        real_next_delay(self)
+        return 0.0
+
+    monkeypatch.setattr(Backoff, "next_delay", next_delay)
+
+    class Flaky:
+        def __init__(self) -> None:
+            self.failures = 4
+            self.sent: list[bytes] = []
+
+        async def publish(self, topic: str, payload: bytes, qos: int) -> None:
+            if self.failures:
+                self.failures -= 1
+                raise TransportError("refused while connected")
+            self.sent.append(payload)
+
+        async def wait_connected(self) -> None:
+            return
+
+    flaky = Flaky()
+    async with Spool(SpoolConfig(path=str(tmp_path / "s.db"))) as spool:
+        await spool.append(envelopes(10))
+        async with Sender(spool, flaky, SenderConfig()) as sender:
+            await asyncio.wait_for(sender.wait_sent(10), 10)
+            stats = sender.stats()
+        await sender.close()  # closing twice is harmless
+    assert attempts == [0, 1, 2]
+    assert stats.link_downs == 4 and stats.records_sent == 10

@@ -1,11 +1,10 @@
-"""The spool's synchronous core: one writer thread owns the SQLite connection.
+"""The spool with a synchronous, thread-safe API: one writer thread owns the SQLite file.
 
 Callers on any thread submit work and get a :class:`concurrent.futures.Future`; the writer
 thread runs the work in submission order. Appends and acks that arrive within
 ``commit_interval_ms`` of each other share one transaction and one fsync (group commit), and an
 append's future resolves only after that commit. The writer thread also assigns sequence
-numbers and encodes envelopes: the caller's thread (the event loop) only queues the work, and
-no two threads compete for the GIL per row.
+numbers and encodes envelopes: the caller's thread (the event loop) only queues the work.
 """
 
 from __future__ import annotations
@@ -21,23 +20,24 @@ from typing import Any, TypeVar
 from edge_runtime.clock import Clock, SystemClock
 from edge_runtime.types import Envelope, Summary
 from edge_runtime.uplink.spool._maintenance import MergeFn
-from edge_runtime.uplink.spool._writer import Ack, Append, Call, Gate, Op, Writer, new_future
+from edge_runtime.uplink.spool._ops import Ack, Append, Call, Gate, Op, new_future
+from edge_runtime.uplink.spool._writer import Writer
 from edge_runtime.uplink.spool.config import SpoolConfig
 from edge_runtime.uplink.spool.errors import SpoolClosedError, SpoolError
 from edge_runtime.uplink.spool.records import Priority, SpoolRecord
 from edge_runtime.uplink.spool.stats import SpoolStats
 
-__all__ = ["SpoolCore", "Wrap"]
+__all__ = ["SyncSpool", "Wrap"]
 
 T = TypeVar("T")
 Wrap = Callable[[Summary, int], Envelope]
 """Builds the envelope of a summary given the sequence number the spool assigned to it."""
 
 
-class SpoolCore:
+class SyncSpool:
     """Durable store-and-forward spool with a synchronous, thread-safe API.
 
-    Use it as a context manager (``with SpoolCore(config, data_dir=...) as spool:``) or call
+    Use it as a context manager (``with SyncSpool(config, data_dir=...) as spool:``) or call
     :meth:`open` and :meth:`close`. The runtime uses the asyncio facade :class:`Spool`.
     """
 
@@ -90,7 +90,7 @@ class SpoolCore:
         if self._thread is not None:
             self._thread.join()
 
-    def __enter__(self) -> SpoolCore:
+    def __enter__(self) -> SyncSpool:
         self.open()
         return self
 
@@ -108,7 +108,7 @@ class SpoolCore:
     # -- submitting work -------------------------------------------------------------------
 
     def _put(self, op: Op) -> None:
-        # caller holds _submit_lock
+        # caller holds the gate's lock
         if not self._gate.accepting:
             reason = self._gate.broken or "the spool is not open"
             raise SpoolClosedError(reason, path=str(self.path))
@@ -134,8 +134,8 @@ class SpoolCore:
         ``wrap(summary, seq)`` runs in the writer thread, in order, with the final ``seq``; it
         must be a pure function (``Envelope.wrap`` with the site's fields bound). An error it
         raises fails this append alone. Pass a :class:`SiteWrap` for that usual case: the
-        spool then encodes each summary directly, without building the envelope (about twice
-        as fast).
+        spool then builds each stored document from the summary directly, without the
+        envelope.
         """
         return self._submit_append(list(summaries), wrap, priority)
 
@@ -195,7 +195,8 @@ class SpoolCore:
         return self._submit_call(lambda: self._writer.release(id_list, mark_backlog))
 
     def submit_maintain(self) -> Future[None]:
-        """Run the TTL sweep and the size-cap enforcement now."""
+        """Run the TTL sweep and the size-cap enforcement now, and bring the side ledger's
+        figures up to date."""
         return self._submit_call(self._writer.maintain)
 
     # sync conveniences (tests, bench, tools)
