@@ -110,7 +110,7 @@ async def test_batch_waits_for_more_cameras_until_the_deadline() -> None:
     frames = await slots.take(4, 0.15)
     waited = time.monotonic() - started
     assert [f.camera for f in frames] == ["a", "b"]
-    assert 0.1 <= waited < 1.0  # c never came: the deadline ended the wait
+    assert waited >= 0.1  # c never came: the deadline (not an earlier wake-up) ended the wait
 
 
 async def test_batch_goes_as_soon_as_every_camera_or_max_batch_is_in() -> None:
@@ -118,9 +118,9 @@ async def test_batch_goes_as_soon_as_every_camera_or_max_batch_is_in() -> None:
     for camera in "abc":
         slots.put(_frame(camera))
     started = time.monotonic()
-    assert [f.camera for f in await slots.take(2, 5.0)] == ["a", "b"]
+    assert [f.camera for f in await slots.take(2, 120.0)] == ["a", "b"]
     assert [f.camera for f in await slots.take(2, 0.01)] == ["c"]
-    assert time.monotonic() - started < 1.0
+    assert time.monotonic() - started < 60  # max_batch was in: the 120 s deadline never ran
 
 
 async def test_first_frame_is_awaited_and_close_drains_then_ends() -> None:

@@ -252,23 +252,18 @@ def test_site_wrap_through_the_spool(spool_config: SpoolConfig) -> None:
         assert spool.append_summaries(summaries[:1], wrap) == range(54, 55)  # no seq used up
 
 
-def test_a_large_group_commits_without_waiting_out_the_interval(spool_config: SpoolConfig) -> None:
+def test_small_and_large_appends_between_each_other_all_commit(spool_config: SpoolConfig) -> None:
+    """Small appends (which wait for company) and large ones (which close their group early)
+    alternate; every record is committed once, numbered in call order. How long each waits is
+    a latency figure for bench/bench_spool.py, not for a test."""
     config = spool_config.model_copy(update={"commit_interval_ms": 50})
     with SyncSpool(config) as spool:
-        spool.append(envelopes(1))  # the file is warm
-        small, large = [], []
+        spool.append(envelopes(1))
         for _ in range(3):
-            started = time.perf_counter()
             spool.append(envelopes(10))
-            small.append(time.perf_counter() - started)
-            batch = envelopes(1500)
-            started = time.perf_counter()
-            spool.append(batch)
-            large.append(time.perf_counter() - started)
-        # a few records wait the whole interval for company; 1,500 commit once nothing follows
-        assert min(small) >= 0.045
-        assert min(large) < 0.045, large
+            spool.append(envelopes(1500))
         assert spool.stats().appended == 1 + 3 * 1510
+        assert spool.stats().depth == 1 + 3 * 1510
 
 
 def test_numpy_floats_and_other_item_types_encode_as_plain_values() -> None:

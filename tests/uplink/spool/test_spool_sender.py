@@ -135,9 +135,10 @@ async def test_backlog_rate_cap_lets_live_data_through(
     subscriber = Subscriber(stopped_broker.port, topic)
     publisher = TestPublisher(stopped_broker.port)
     publisher.gate.set()
-    rate = 2000.0
+    rate = 1000.0
     config = SenderConfig(topic=topic, max_batch_records=100, backlog_rate_per_s=rate)
     backlog = envelopes(4000, streams=10, pipeline="old")
+    backlog_ids = {e.id for e in backlog}
     async with background(subscriber.run(), publisher.run()), Spool(spool_config) as spool:
         await asyncio.wait_for(subscriber.ready.wait(), 10)
         await spool.append(backlog, priority=Priority.BACKLOG)
@@ -147,15 +148,17 @@ async def test_backlog_rate_cap_lets_live_data_through(
             live = envelopes(20, streams=2, pipeline="live")
             await spool.append(live)
             live_ids = {e.id for e in live}
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(30):
                 while not live_ids <= {e.id for e in subscriber.envelopes}:
                     await asyncio.sleep(0.01)
-            live_at = time.monotonic() - started
-            await asyncio.wait_for(sender.wait_sent(4020), 30)
+            backlog_before_live = len(backlog_ids & {e.id for e in subscriber.envelopes})
+            await asyncio.wait_for(sender.wait_sent(4020), 60)
             drained_at = time.monotonic() - started
-    # burst (max(rate, batch) = 2000) at once, the other 2000 at 2000/s: >= ~1 s in all
-    assert drained_at >= 0.9, drained_at
-    assert live_at < drained_at - 0.3, (live_at, drained_at)
+    # burst (max(rate, batch) = 1000) at once, the other 3000 at 1000/s: the cap is a lower
+    # bound on the drain time whatever the machine's speed (a slower one only takes longer),
+    # and the live summaries got through while backlog was still held back
+    assert drained_at >= 2.7, drained_at
+    assert backlog_before_live < len(backlog), backlog_before_live
     _assert_in_order(subscriber.envelopes, {e.id for e in [*backlog, *live]})
 
 
