@@ -77,7 +77,7 @@ def load_model(path: Path, resize: str, threads: int) -> DetectorModel:
         name=path.stem[:64],
         path=path,
         sha256=file_sha256(path),
-        input=InputSpec(resize=resize),  # type: ignore[arg-type]
+        input=InputSpec(resize=resize),
         session=SessionConfig(layout=SessionLayout(sessions=1, intra_op_threads=threads)),
     )
     return DetectorModel.load(config, ROOT)
