@@ -50,6 +50,12 @@ from edge_runtime.camera.errors import (
     ModelChecksumError,
     ModelLoadError,
 )
+from edge_runtime.camera.evaluation import (
+    Agreement,
+    centre_crop,
+    crop_agreement,
+    match_detections,
+)
 from edge_runtime.camera.frames import (
     PAYLOAD_ERROR_REASONS,
     FpsSampler,
@@ -78,6 +84,7 @@ from edge_runtime.camera.model_config import (
     SessionLayout,
     YoloDecoderConfig,
 )
+from edge_runtime.camera.placement import Placement, place_frames
 from edge_runtime.camera.preprocess import (
     FrameBatch,
     Normaliser,
@@ -106,6 +113,7 @@ __all__ = [
     "COCO_CLASSES",
     "DEFAULT_CLASSES",
     "PAYLOAD_ERROR_REASONS",
+    "Agreement",
     "AlertResult",
     "AlertRuleConfig",
     "AutotuneResult",
@@ -145,6 +153,7 @@ __all__ = [
     "OpenCVSource",
     "PayloadError",
     "PayloadErrorReason",
+    "Placement",
     "PreparedBatch",
     "ResultsFn",
     "SessionConfig",
@@ -158,14 +167,18 @@ __all__ = [
     "batched_nms",
     "box_iou",
     "candidate_layouts",
+    "centre_crop",
     "clear_model_cache",
+    "crop_agreement",
     "decode_jpeg",
     "file_sha256",
     "fill_slot",
     "get_model",
     "is_live_url",
     "make_decoder",
+    "match_detections",
     "parse_payload",
+    "place_frames",
     "points_in_polygon",
     "prepare_batch",
     "resize_normalise_into",

@@ -1,8 +1,10 @@
 """Preallocated batch tensors and filling them from frames in decode threads.
 
 :func:`prepare_batch` decodes the JPEGs of a batch in a thread pool (``cv2.imdecode`` and
-``cv2.resize`` release the GIL), each thread writing its frame resized and normalised straight
-into its slot of a :class:`BatchBuffer`.  A frame that fails (corrupt, truncated, not a JPEG,
+``cv2.resize`` release the GIL), each thread writing its frame resized (letterboxed or stretched,
+as the model's ``InputSpec.resize`` says) and normalised straight into its slot of a
+:class:`BatchBuffer`; the frame sizes kept beside the tensor are all the box decoder needs to map
+boxes back to frame pixels.  A frame that fails (corrupt, truncated, not a JPEG,
 wrong size) is recorded with its reason and its slot is dropped from the batch by moving the
 later good slots down, so the tensor handed to inference holds exactly the good frames of
 *this* batch and never pixels left over from an earlier one.

@@ -4,7 +4,10 @@ Both decoders work the same way: threshold the class scores of every image of th
 (one flat ``nonzero`` over ``[batch, cells, classes]``), decode boxes only for the surviving
 (image, cell, class) candidates, then run one class-aware, image-aware non-maximum suppression
 over all candidates of the batch (boxes are shifted apart per image and class, so that boxes of
-different groups never overlap) and scale the kept boxes back to each frame's own size.
+different groups never overlap) and map the kept boxes back to each frame's own pixels: the
+placement of each frame in the input (letterbox offset and scale, or stretch) is derived from its
+size and the :class:`InputSpec` (:func:`~edge_runtime.camera.placement.place_frames`), for all
+boxes of the batch at once.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from edge_runtime.camera.model_config import (
     NanoDetGFLDecoderConfig,
     YoloDecoderConfig,
 )
+from edge_runtime.camera.placement import place_frames
 
 __all__ = [
     "Decoder",
@@ -153,16 +157,22 @@ def _finish(
     scores: F32,
     class_ids: I64,
     num_classes: int,
-    input_size: tuple[int, int],
+    spec: InputSpec,
     frame_sizes: NDArray[np.integer] | None,
     post: Postprocess,
 ) -> list[Detections]:
-    """Shared tail: pre-NMS cap, batched NMS, per-image split, clipping and rescaling."""
+    """Shared tail: pre-NMS cap, clipping, batched NMS, mapping to frame pixels, per-image
+    split."""
     top = _top_per_image(image_idx, scores, post.max_candidates)
     image_idx, boxes, scores, class_ids = image_idx[top], boxes[top], scores[top], class_ids[top]
-    in_w, in_h = input_size
-    np.clip(boxes[:, 0::2], 0.0, in_w, out=boxes[:, 0::2])
-    np.clip(boxes[:, 1::2], 0.0, in_h, out=boxes[:, 1::2])
+    placement = None if frame_sizes is None else place_frames(spec, frame_sizes)
+    if placement is None:
+        np.clip(boxes[:, 0::2], 0.0, spec.width, out=boxes[:, 0::2])
+        np.clip(boxes[:, 1::2], 0.0, spec.height, out=boxes[:, 1::2])
+    else:
+        if placement.frame.shape[0] != batch:
+            raise InferenceError(f"{batch} images but {placement.frame.shape[0]} frame sizes")
+        placement.clip_to_content(boxes, image_idx)  # never into the letterbox padding
     keep = batched_nms(boxes, scores, image_idx * num_classes + class_ids, post.iou_threshold)
     image_idx, boxes, scores, class_ids = (
         image_idx[keep],
@@ -170,13 +180,8 @@ def _finish(
         scores[keep],
         class_ids[keep],
     )
-
-    if frame_sizes is not None:
-        sizes = np.asarray(frame_sizes, np.float32).reshape(batch, 2)
-        scale = np.empty((batch, 4), np.float32)
-        scale[:, 0::2] = (sizes[:, 0] / in_w)[:, None]
-        scale[:, 1::2] = (sizes[:, 1] / in_h)[:, None]
-        boxes = boxes * scale[image_idx]
+    if placement is not None:
+        boxes = placement.to_frame(boxes, image_idx)
 
     # keep is best-first; a stable sort by image keeps that order inside each image
     by_image = np.argsort(image_idx, kind="stable")
@@ -227,7 +232,7 @@ class NanoDetGFLDecoder:
     def __init__(self, config: NanoDetGFLDecoderConfig, spec: InputSpec, post: Postprocess):
         self._config = config
         self._post = post
-        self._input_size = (spec.width, spec.height)
+        self._spec = spec
         self._bins = np.arange(config.reg_max + 1, dtype=np.float32)
         self._points: list[F32] = []
         for level in config.levels:
@@ -294,7 +299,7 @@ class NanoDetGFLDecoder:
             scores=scores,
             class_ids=class_ids,
             num_classes=cfg.num_classes,
-            input_size=self._input_size,
+            spec=self._spec,
             frame_sizes=frame_sizes,
             post=self._post,
         )
@@ -306,7 +311,7 @@ class YoloDecoder:
     def __init__(self, config: YoloDecoderConfig, spec: InputSpec, post: Postprocess):
         self._config = config
         self._post = post
-        self._input_size = (spec.width, spec.height)
+        self._spec = spec
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -348,7 +353,7 @@ class YoloDecoder:
             scores=scores[img, cell, cls].astype(np.float32),
             class_ids=cls.astype(np.int64),
             num_classes=cfg.num_classes,
-            input_size=self._input_size,
+            spec=self._spec,
             frame_sizes=frame_sizes,
             post=self._post,
         )

@@ -305,7 +305,9 @@ class DetectorModel:
 
     def infer(self, batch: F32, frame_sizes: NDArray[np.integer] | None = None) -> list[Detections]:
         """Detections for each frame of ``batch``; boxes in frame pixels when ``frame_sizes``
-        ((n, 2) width, height) is given, else in model input pixels."""
+        ((n, 2) width, height, as the batch was filled) is given, else in model input pixels
+        (letterbox bands included).  The placement of each frame in the input (letterbox or
+        stretch) is derived from its size and ``config.input``."""
         if batch.shape[0] == 0:
             return []
         sizes = None if frame_sizes is None else np.asarray(frame_sizes).reshape(-1, 2)

@@ -38,7 +38,11 @@ _FROZEN = ConfigDict(extra="forbid", frozen=True)
 
 
 class InputSpec(BaseModel):
-    """How a decoded frame becomes one slot of the NCHW float32 input tensor."""
+    """How a decoded frame becomes one slot of the NCHW float32 input tensor.
+
+    The frame is resized (``resize``: letterbox or stretch) to ``width`` x ``height``, its
+    channels put in ``channel_order`` and normalised per channel as ``(x - mean) / std``.
+    """
 
     model_config = _FROZEN
 
@@ -57,6 +61,23 @@ class InputSpec(BaseModel):
         description="Per-channel divisor applied after the mean, in channel_order.",
     )
     layout: Literal["NCHW"] = Field(default="NCHW", description="Tensor layout of the input.")
+    resize: Literal["letterbox", "stretch"] = Field(
+        default="letterbox",
+        description='How a frame is fitted to width x height. "letterbox" scales it keeping '
+        "its aspect ratio, centres it and fills the bands left over with pad_value, so a 16:9 "
+        'or wider street camera is not squashed; "stretch" resizes it to width x height, '
+        "distorting every frame whose aspect ratio differs from the input's. Use stretch only "
+        "for a model trained on stretched frames. Boxes are mapped back to frame pixels either "
+        "way.",
+    )
+    pad_value: float = Field(
+        default=114.0,
+        ge=0,
+        le=255,
+        description="Pixel value (0-255, every channel, before mean and std are applied) of "
+        "the letterbox padding; 114 is the mid gray YOLO-family models are trained with. "
+        'Unused with resize = "stretch".',
+    )
 
     @model_validator(mode="after")
     def _check_std(self) -> InputSpec:

@@ -4,7 +4,10 @@ Everything here is synchronous and meant to run in worker threads: ``cv2.imdecod
 ``cv2.resize`` release the GIL.  A JPEG is checked *before* it is decoded: start-of-image marker,
 end-of-image marker (cv2 happily returns a half-grey picture for a truncated file), and the frame
 size from the SOF header against :class:`FrameLimits` (so a tiny payload announcing a huge image
-is refused without allocating it).
+is refused without allocating it).  :class:`Normaliser` fits a decoded frame into its slot of the
+input tensor, letterboxed (aspect ratio kept, padded) or stretched as the model's
+:class:`InputSpec` says; :mod:`edge_runtime.camera.placement` holds the geometry it shares with
+the box decoder.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from numpy.typing import NDArray
 
 from edge_runtime.camera.errors import FrameError
 from edge_runtime.camera.model_config import FrameLimits, InputSpec
+from edge_runtime.camera.placement import place_frames
 
 __all__ = [
     "FrameBatch",
@@ -115,17 +119,29 @@ def decode_jpeg(payload: bytes | bytearray | memoryview, limits: FrameLimits) ->
 
 
 class Normaliser:
-    """Precomputed per-channel affine map ``(x - mean) / std`` in the model's channel order."""
+    """Resizes a frame into one input slot (letterbox or stretch, per :class:`InputSpec`) with a
+    precomputed per-channel affine map ``(x - mean) / std`` in the model's channel order.
 
-    __slots__ = ("_offset", "_scale", "_swap", "height", "width")
+    Stateless after construction, so one instance may serve several decode threads at once.
+    """
+
+    __slots__ = ("_offset", "_pad", "_scale", "_spec", "_swap", "height", "width")
 
     def __init__(self, spec: InputSpec):
+        self._spec = spec
         self.width = spec.width
         self.height = spec.height
         self._swap = spec.channel_order == "RGB"
         std = np.asarray(spec.std, np.float32)
+        mean = np.asarray(spec.mean, np.float32)
         self._scale = (1.0 / std).reshape(3, 1, 1).astype(np.float32)
-        self._offset = (-np.asarray(spec.mean, np.float32) / std).reshape(3, 1, 1)
+        self._offset = (-mean / std).reshape(3, 1, 1)
+        # the padding, normalised like a pixel of that value (mean/std are in channel_order)
+        self._pad = ((np.float32(spec.pad_value) - mean) / std).reshape(3, 1, 1)
+
+    @property
+    def spec(self) -> InputSpec:
+        return self._spec
 
     def __call__(self, image: U8, out: F32) -> None:
         """Write ``image`` (H, W, 3 BGR uint8) into ``out`` (3, height, width float32)."""
@@ -136,17 +152,29 @@ class Normaliser:
                 f"batch slot has shape {out.shape} {out.dtype}, expected "
                 f"(3, {self.height}, {self.width}) float32"
             )
-        resized = cv2.resize(image, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+        place = place_frames(self._spec, (image.shape[1], image.shape[0]))
+        width, height = (int(v) for v in place.size[0])
+        left, top = (int(v) for v in place.offset[0])
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
         chw = resized.transpose(2, 0, 1)
         if self._swap:
             chw = chw[::-1]
+        right, bottom = left + width, top + height
+        region = out[:, top:bottom, left:right]
         # one fused pass: uint8 * float32 -> float32 written straight into the slot
-        np.multiply(chw, self._scale, out=out)
-        out += self._offset
+        np.multiply(chw, self._scale, out=region)
+        region += self._offset
+        # letterbox bands (empty slices when the frame fills the input): always rewritten, a
+        # reused slot may hold a frame of another shape
+        out[:, :top] = self._pad
+        out[:, bottom:] = self._pad
+        out[:, top:bottom, :left] = self._pad
+        out[:, top:bottom, right:] = self._pad
 
 
 def resize_normalise_into(image: U8, out: F32, spec: InputSpec) -> None:
-    """Resize ``image`` to the model input and write it normalised into the slot ``out``.
+    """Fit ``image`` to the model input (letterbox or stretch, per ``spec.resize``) and write
+    it normalised into the slot ``out``.
 
     For a hot loop build one :class:`Normaliser` and call it instead.
     """

@@ -53,7 +53,7 @@ def _nanodet_outputs(batch: int, num_classes: int, bins: int) -> dict[str, np.nd
 
 
 def test_nanodet_gfl_decoding_of_peaked_distributions() -> None:
-    spec = InputSpec(width=32, height=32)
+    spec = InputSpec(width=32, height=32, resize="stretch")  # letterbox: test_letterbox.py
     cfg = NanoDetGFLDecoderConfig(
         levels=(
             NanoDetLevel(stride=8, scores_output="s8", boxes_output="b8"),
@@ -106,7 +106,12 @@ def _yolo_config(objectness: bool, channels_first: bool) -> ModelConfig:
         path=Path("yolo.onnx"),
         sha256=SHA,
         input=InputSpec(
-            width=640, height=640, channel_order="RGB", mean=(0, 0, 0), std=(255, 255, 255)
+            width=640,
+            height=640,
+            channel_order="RGB",
+            mean=(0, 0, 0),
+            std=(255, 255, 255),
+            resize="stretch",
         ),
         decoder=YoloDecoderConfig(
             output="output0", num_classes=3, objectness=objectness, channels_first=channels_first

@@ -121,7 +121,7 @@ def test_zero_width_header_has_bad_size(frame_jpeg: bytes) -> None:
 
 
 def test_resize_normalise_matches_reference_math(frames: list[np.ndarray]) -> None:
-    spec = InputSpec()
+    spec = InputSpec(resize="stretch")  # letterbox: test_letterbox.py
     slot = np.full((3, spec.height, spec.width), np.nan, np.float32)
     resize_normalise_into(frames[0], slot, spec)
     resized = cv2.resize(frames[0], (spec.width, spec.height)).astype(np.float64)

@@ -14,6 +14,7 @@ from edge_runtime.camera import (
     Detections,
     DetectorModel,
     FrameBatch,
+    InputSpec,
     ModelChecksumError,
     ModelConfig,
     ModelLoadError,
@@ -74,13 +75,22 @@ def test_batches_above_max_batch_are_split(model: DetectorModel, frames: list[np
     _assert_same(results[5], model.infer(batch.tensor[5:6], batch.frame_sizes[5:6])[0])
 
 
+@pytest.mark.parametrize(
+    ("resize", "person_scores"),
+    [("letterbox", [0.83, 0.79, 0.77]), ("stretch", [0.80, 0.76, 0.73])],
+)
 def test_frame_zero_finds_three_people_the_van_and_the_car(
-    model: DetectorModel, frames: list[np.ndarray]
+    repo_root: Path,
+    make_config: Callable[..., ModelConfig],
+    frames: list[np.ndarray],
+    resize: str,
+    person_scores: list[float],
 ) -> None:
+    model = get_model(make_config(input=InputSpec(resize=resize)), repo_root)
     dets = model.infer(*_as_args(_batch(model, frames[:1])))[0]
     people = dets.select(dets.class_ids == PERSON)
     assert len(people) == 3
-    np.testing.assert_allclose(np.sort(people.scores)[::-1], [0.80, 0.76, 0.73], atol=0.02)
+    np.testing.assert_allclose(np.sort(people.scores)[::-1], person_scores, atol=0.02)
     assert TRUCK in dets.class_ids.tolist()  # the parked van
     assert CAR in dets.class_ids.tolist()
     # boxes are in frame pixels of the 768x576 frame and ordered best first
