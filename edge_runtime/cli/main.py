@@ -111,9 +111,7 @@ async def _helpers(runtime: Any, loaded: LoadedConfig, args: argparse.Namespace)
             topic = uplink.topic.replace("{site_id}", loaded.site.site_id)
             link = runtime.uplink_link  # its config has the port an embedded broker picked
             broker = link.config if link is not None else uplink.broker
-            tg.create_task(
-                SummaryTap(broker, loaded.site.site_id, topic).run(), name="summary-tap"
-            )
+            tg.create_task(SummaryTap(broker, loaded.site.site_id, topic).run(), name="summary-tap")
         if feed:
             await feed_akl(
                 site.config.host,

@@ -28,6 +28,7 @@ __all__ = [
     "UplinkConfig",
 ]
 
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

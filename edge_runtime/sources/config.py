@@ -10,6 +10,7 @@ __all__ = ["IngestConfig", "OverflowPolicy"]
 
 OverflowPolicy = Literal["drop_oldest", "drop_newest"]
 
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
