@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -56,7 +57,10 @@ class DemoOptions:
 @dataclass
 class DemoReport:
     readings: int = 0
+    frames_offered: int = 0
     frames_inferred: int = 0
+    frames_skipped: int = 0
+    objects_per_class: dict[str, int] = field(default_factory=dict)
     messages_in: int = 0
     bytes_in: int = 0
     summaries_accepted: int = 0
@@ -73,12 +77,19 @@ class DemoReport:
     def lost(self) -> int:
         return max(0, self.summaries_accepted - self.core_received)
 
+    def _objects(self) -> str:
+        ranked = sorted(self.objects_per_class.items(), key=lambda kv: (-kv[1], kv[0]))
+        return ", ".join(f"{name} {n:,}" for name, n in ranked if n) or "none"
+
     def render(self) -> str:
         ratio = self.bytes_in / self.uplink_bytes if self.uplink_bytes else float("inf")
         lines = [
             "edge-runtime demo report",
             f"  readings processed          {self.readings:>12,}",
-            f"  camera frames analysed      {self.frames_inferred:>12,}",
+            f"  camera frames offered       {self.frames_offered:>12,}"
+            f"   ({self.frames_inferred:,} analysed, {self.frames_skipped:,} skipped: the model "
+            "takes the latest frame when it is busy)",
+            f"  objects tracked per class   {self._objects()}",
             f"  summaries accepted (spool)  {self.summaries_accepted:>12,}",
             f"  summaries sent by the site  {self.summaries_sent:>12,}"
             f"   ({self.backlog_sent:,} as backlog after the outage)",
@@ -290,6 +301,7 @@ async def _run(
             dashboard.event("the core did not receive everything within 30 s (see the report)")
         dashboard.stop()
         await show
+        report.objects_per_class = _objects_per_class(core)  # read before the store closes
         core.stop()
         await core_task
     _fill(report, site, core, uplink, started)
@@ -310,7 +322,10 @@ def _fill(
     report.messages_in = stats.messages_in
     report.bytes_in = stats.bytes_in
     cam_events = stats.pipeline_events.get("street-cam")
-    report.frames_inferred = cam_events["frames_inferred"] if cam_events else 0
+    if cam_events:
+        report.frames_offered = cam_events["frames_in"]
+        report.frames_inferred = cam_events["frames_inferred"]
+        report.frames_skipped = cam_events["frames_skipped"]
     report.summaries_accepted = int(uplink.get("appended", 0))
     report.summaries_sent = int(uplink.get("sent", 0))
     report.backlog_sent = int(uplink.get("backlog_sent", 0))
@@ -319,6 +334,18 @@ def _fill(
     report.core_duplicates = progress.duplicates if progress else 0
     report.missing_seqs = list(progress.gaps) if progress else []
     report.elapsed_s = time.monotonic() - started
+
+
+def _objects_per_class(core: CoreReceiver) -> dict[str, int]:
+    """Distinct tracked objects per class, summed over the camera windows the core stored."""
+    objects: Counter[str] = Counter()
+    for env in core.store.envelopes(SITE_ID):
+        if env.pipeline != "street-cam" or env.kind != "summary":
+            continue
+        for name, value in env.stats.items():
+            if name.startswith("tracks.") and name.endswith(".unique") and value:
+                objects[name[len("tracks.") : -len(".unique")]] += int(value)
+    return dict(objects)
 
 
 def _received(core: CoreReceiver) -> int:

@@ -23,10 +23,17 @@ def test_short_demo_reports_zero_lost_summaries() -> None:
     assert "sequence gaps at the core: none" in out
     accepted = int(re.search(r"summaries accepted \(spool\)\s+([\d,]+)", out)[1].replace(",", ""))
     stored = int(re.search(r"summaries stored at core\s+([\d,]+)", out)[1].replace(",", ""))
-    frames = int(re.search(r"camera frames analysed\s+([\d,]+)", out)[1].replace(",", ""))
+    offered, analysed, skipped = (
+        int(n.replace(",", ""))
+        for n in re.search(
+            r"camera frames offered\s+([\d,]+)\s+\(([\d,]+) analysed, ([\d,]+) skipped", out
+        ).groups()
+    )
     readings = int(re.search(r"readings processed\s+([\d,]+)", out)[1].replace(",", ""))
     assert accepted == stored > 0
-    assert frames > 0
+    assert offered == 150  # --short: the first 150 frames of the clip
+    assert analysed > 0 and analysed + skipped <= offered
+    assert re.search(r"objects tracked per class\s+person \d+", out), out
     assert readings == 5040  # 10 days x 24 hours x 21 sensors, nulls included
     assert "CC BY 4.0" in out  # the data's attribution is shown
     assert "PETS 2009" in out
