@@ -6,8 +6,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
+import threading
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -66,9 +68,25 @@ async def _run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
 
     runtime = SiteRuntime(loaded)
     loop = asyncio.get_running_loop()
+    limit = loaded.site.ops.shutdown_timeout_s
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:  # a second signal: the operator does not want to wait
+            _exit_now(loop, "a second stop signal", 130)
+        runtime.stop()
+        # a thread, not the event loop: it must fire even if something blocks the loop
+        watchdog = threading.Timer(
+            limit, _exit_now, (loop, f"the shutdown still running after {limit:g} s", 3)
+        )
+        watchdog.daemon = True
+        watchdog.start()
+
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, runtime.stop)
+            loop.add_signal_handler(sig, on_signal)
     async with asyncio.TaskGroup() as tg:
         site = tg.create_task(runtime.run(), name="site-runtime")
         helpers = tg.create_task(_helpers(runtime, loaded, args), name="feed-and-tap")
@@ -76,6 +94,22 @@ async def _run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
         helpers.cancel()
     print(f"edge-runtime: {shutdown_line(runtime.stats)}", file=sys.stderr)
     return 0
+
+
+def _exit_now(loop: asyncio.AbstractEventLoop, why: str, code: int) -> None:
+    """End the process at once, after logging what was still running (for the bug report).
+    Every summary the site accepted is already durable in its spool."""
+    pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
+    log.error(
+        "exiting at once on %s; tasks still running: %s",
+        why,
+        ", ".join(sorted(t.get_name() for t in pending)) or "none",
+    )
+    for task in pending:
+        for line in task.get_stack(limit=3):
+            log.error("  %s at %s:%d", task.get_name(), line.f_code.co_filename, line.f_lineno)
+    logging.shutdown()
+    os._exit(code)
 
 
 def shutdown_line(stats: RuntimeStats) -> str:

@@ -75,4 +75,10 @@ class SiteConfig(_Model):
         dupes = sorted({str(n) for n in names if names.count(n) > 1})
         if dupes:
             raise ValueError(f"pipeline names must be unique; repeated: {dupes}")
+        if self.ops.shutdown_timeout_s <= self.uplink.drain_timeout_s:
+            raise ValueError(
+                f"ops.shutdown_timeout_s ({self.ops.shutdown_timeout_s:g}) must exceed "
+                f"uplink.drain_timeout_s ({self.uplink.drain_timeout_s:g}): the drain is part "
+                "of the shutdown"
+            )
         return self

@@ -35,6 +35,14 @@ class OpsConfig(_Model):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         default="INFO", description="Lowest log level written."
     )
+    shutdown_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="The longest a stop (SIGTERM/SIGINT) may take, from the signal to the exit; "
+        "past it the process logs what was still running and exits with code 3. Every accepted "
+        "summary is durable in the spool by then. Must exceed uplink.drain_timeout_s. A second "
+        "signal exits at once (code 130).",
+    )
     tick_interval_s: float = Field(
         default=1.0,
         gt=0,

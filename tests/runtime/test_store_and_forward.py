@@ -131,9 +131,11 @@ async def test_sigkill_twenty_times_with_the_core_down(
     rng = random.Random(5)
     argv = [sys.executable, "-m", "edge_runtime", "run", "-c", str(cfg), "--quiet"]
     high_water = []
+    procs: list[subprocess.Popen[bytes]] = []  # killed in the finally, whatever happens
     try:
         for _ in range(20):
             proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(proc)
             await asyncio.sleep(rng.uniform(1.2, 2.5))
             proc.send_signal(signal.SIGKILL)
             await asyncio.to_thread(proc.wait)
@@ -147,6 +149,7 @@ async def test_sigkill_twenty_times_with_the_core_down(
         core_broker.start()
         async with Collector(core_broker) as collector:
             final = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            procs.append(final)
             try:
                 await collector.wait_for(
                     lambda envs: {e.seq for e in envs} >= set(range(1, accepted + 1)), timeout=60
@@ -159,6 +162,10 @@ async def test_sigkill_twenty_times_with_the_core_down(
         stop.set()
         if not feeder.done():
             await feeder
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     unique = check_order(collector.envelopes)
     assert {e.seq for e in unique.values()} >= set(range(1, accepted + 1))
 
