@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, model
 
 __all__ = ["BrokerConfig", "TLSConfig"]
 
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -54,6 +55,14 @@ class BrokerConfig(_Model):
         ge=0,
         le=65535,
         description="Broker TCP port. With embedded = true, 0 picks a free port.",
+    )
+    transport: Literal["aiomqtt", "gmqtt"] = Field(
+        default="aiomqtt",
+        description="MQTT client library of this connection: 'aiomqtt' (paho underneath; the "
+        "default for now) or 'gmqtt' (asyncio-native, several times less CPU per received "
+        "message: see bench/bench_ingest.py). Manual acknowledgements, which hold a message's "
+        "PUBACK until the runtime has made it durable, need 'gmqtt'; with 'aiomqtt' a "
+        "message's DUP flag is not reported.",
     )
     protocol: Literal["3.1.1", "5"] = Field(
         default="3.1.1",
