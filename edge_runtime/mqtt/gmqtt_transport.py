@@ -44,6 +44,9 @@ client_log = logging.getLogger(__name__ + ".client")
 # still allows one attempt after a lost connection (the count is 0 then). Below -1 is never.
 _NO_RECONNECTS = -2
 
+# unsubscribed from (never subscribed to) to learn that the broker has read our PUBACKs
+_BARRIER_FILTER = "edge-runtime/ack-barrier/none"
+
 _EXPECTED = (
     # we switched gmqtt's reconnects off: the link reconnects with a new client
     "[Client] max number of failed connection attempts achieved",
@@ -90,11 +93,6 @@ class _PubackWaiters(PersistentStorage):  # type: ignore[misc]  # gmqtt has no t
                 waiter.set_exception(TransportError(reason))
 
 
-def _release(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
 class GmqttConnection(Connection):
     def __init__(
         self,
@@ -115,6 +113,7 @@ class GmqttConnection(Connection):
         self._pubacks = _PubackWaiters()
         self._client = self._make_client()
         self._closed = False
+        self._acked = False
         self._closing: asyncio.Task[None] | None = None
 
     def _make_client(self) -> Any:
@@ -139,6 +138,7 @@ class GmqttConnection(Connection):
         elif self.deliver is not None:
             client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         client.on_disconnect = self._on_disconnect
         return client
 
@@ -187,12 +187,17 @@ class GmqttConnection(Connection):
         task.add_done_callback(functools.partial(self._forget, held))
         deliver_held = self.deliver_held
         assert deliver_held is not None
-        deliver_held(message, functools.partial(_release, held))
+        deliver_held(message, functools.partial(self._release, held))
         await held
         return 0
 
     def _forget(self, held: asyncio.Future[None], task: asyncio.Task[Any]) -> None:
         self._held.pop(held, None)
+
+    def _release(self, held: asyncio.Future[None]) -> None:
+        if not held.done():
+            held.set_result(None)
+            self._acked = True
 
     def _on_subscribe(
         self, client: Any, mid: int, granted: tuple[int, ...], properties: dict[str, Any]
@@ -200,6 +205,11 @@ class GmqttConnection(Connection):
         waiter = self._subacks.pop(mid, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(tuple(granted))
+
+    def _on_unsubscribe(self, client: Any, mid: int, granted: Any) -> None:
+        waiter = self._subacks.pop(mid, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(())
 
     def _on_disconnect(self, client: Any, packet: Any, exc: object = None) -> None:
         if self._lost.done():
@@ -281,6 +291,22 @@ class GmqttConnection(Connection):
         finally:
             pubacks.waiters.pop(mid, None)
 
+    async def _ack_barrier(self) -> None:
+        """Wait until the broker has read the PUBACKs sent so far.
+
+        A broker reads the packets of one connection in order, but may handle a new
+        connection with the same client id (the next run, or the next link) before it has
+        read what the old one sent last, and then drops it: the acknowledged messages would
+        come again. It answers an UNSUBSCRIBE only after reading the packets before it, so the
+        UNSUBACK of a filter nobody subscribes to tells that the PUBACKs have arrived.
+        """
+        mid = self._client.unsubscribe(_BARRIER_FILTER)
+        waiter = self._subacks[mid] = self._loop.create_future()
+        try:
+            await waiter
+        finally:
+            self._subacks.pop(mid, None)
+
     async def wait_lost(self) -> str:
         return await asyncio.shield(self._lost)
 
@@ -301,9 +327,13 @@ class GmqttConnection(Connection):
                 # PUBACKs released before the close go out before the DISCONNECT
                 while released := [t for f, t in self._held.items() if f.done()]:
                     await asyncio.wait(released)
+                if self._acked and not self._lost.done():
+                    await self._ack_barrier()
         except TimeoutError:
             late = sum(1 for f in self._held if f.done())
-            log.warning("%d released PUBACK(s) not sent within %ss", late, timeout)
+            log.warning("%d released PUBACK(s) not confirmed within %ss", late, timeout)
+        except TransportError as exc:
+            log.debug("closing %s: %s", self.client_id, exc)
         try:
             # gmqtt closes the socket before its first await: once this starts, nothing more
             # is written, whatever happens next
@@ -319,4 +349,5 @@ class GmqttConnection(Connection):
             # the socket is closed: the PUBACKs these would send go nowhere, and the broker
             # delivers the messages again
             for held in list(self._held):
-                _release(held)
+                if not held.done():
+                    held.set_result(None)
