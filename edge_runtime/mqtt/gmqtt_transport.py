@@ -13,7 +13,14 @@ Only gmqtt's public API is used:
   ``optimistic_acknowledgement=False`` and a coroutine as ``on_message``, gmqtt sends a QoS 1
   message's PUBACK when that coroutine returns. Each held message's coroutine waits on a
   future that the link resolves in receive order; held futures are resolved only after the
-  socket is closed, so a dropped message gets no PUBACK and the broker redelivers it.
+  socket is closed, so a dropped message gets no PUBACK and the broker redelivers it. gmqtt
+  0.8 keeps this for MQTT 3.1.1 too (it reads the protocol version when the client is built,
+  before ``connect``); tests/mqtt/test_manual_ack.py runs on both protocols so that a change
+  there shows;
+* before a close, after the released PUBACKs are written, the UNSUBACK of a filter nobody
+  uses tells that the broker has read them (see :meth:`GmqttConnection._ack_barrier`).
+
+Written against gmqtt 0.8 (its ``PersistentStorage`` is synchronous there; 0.7's was not).
 """
 
 from __future__ import annotations
@@ -129,6 +136,8 @@ class GmqttConnection(Connection):
             logger=client_log,
             **properties,
         )
+        # delay 0: should gmqtt's rule change, a stray reconnect would show at once
+        # (tests/mqtt/test_link.py::test_only_the_link_reconnects)
         client.set_config({"reconnect_retries": _NO_RECONNECTS, "reconnect_delay": 0})
         if cfg.username is not None:
             password = cfg.password.get_secret_value() if cfg.password is not None else None
