@@ -11,7 +11,11 @@
     against a straightforward per-reading Python loop doing the same stats (median of three runs,
     as for a and b);
 (e) peak RSS of a runtime process under a 10x overload (a backlog ten times its per-second rate
-    released at once), against its RSS when idle.
+    released at once), against its RSS when idle;
+(f) the site ingest on each MQTT transport (BrokerConfig.transport "aiomqtt", then "gmqtt", in
+    turn, in this run): messages/s and the consumer's CPU-s per 100k messages from the
+    runtime's start until the whole backlog is ingested (received, queued, decoded,
+    aggregated), and gmqtt's figures over aiomqtt's.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ data_dir = "{data}"
 port = {port}
 client_id = "bench-runtime-{tag}"
 clean_start = false
+transport = "{transport}"
 [uplink.broker]
 port = {port}
 [uplink]
@@ -124,7 +129,13 @@ async def runtime_end_to_end(port: int, n: int, data: Path) -> tuple[float, floa
     await preload(port, "bench-runtime-e2e", "bench/rt/+", "bench/rt/{key}", n)
     loaded = parse_config(
         SITE.format(
-            data=data, port=port, tag="e2e", queue=100_000, overflow="drop_oldest", http="false"
+            data=data,
+            port=port,
+            tag="e2e",
+            queue=100_000,
+            overflow="drop_oldest",
+            http="false",
+            transport="aiomqtt",
         )
     )
     # event times are 1 ms apart, so n messages span n/10_000 windows of 10 s per key
@@ -161,6 +172,37 @@ async def runtime_end_to_end(port: int, n: int, data: Path) -> tuple[float, floa
     await site
     collector.cancel()
     return n / elapsed, used / n * 100_000, got
+
+
+async def site_ingest(port: int, n: int, data: Path, transport: str) -> tuple[float, float]:
+    """Messages/s and CPU-s/100k of the site ingest on one transport: from the runtime's start
+    until every message of a backlog like (b)'s has gone through the pipelines. Only the
+    runtime runs in this process while it is timed (no collector), so the CPU is the
+    consumer's."""
+    tag = f"ingest-{transport}"
+    await preload(port, f"bench-runtime-{tag}", "bench/rt/+", "bench/rt/{key}", n)
+    loaded = parse_config(
+        SITE.format(
+            data=data,
+            port=port,
+            tag=tag,
+            queue=n + 1_000,  # nothing is dropped: every message is ingested
+            overflow="drop_oldest",
+            http="false",
+            transport=transport,
+        )
+    )
+    t0 = time.perf_counter()
+    c0 = cpu()
+    runtime = SiteRuntime(loaded)
+    site = asyncio.create_task(runtime.run())
+    while runtime.stats.messages_in < n:
+        await asyncio.sleep(0.005)
+    elapsed = time.perf_counter() - t0
+    used = cpu() - c0
+    runtime.stop()
+    await site
+    return n / elapsed, used / n * 100_000
 
 
 def hot_loop(packs: int, per_pack: int) -> tuple[float, float, float, float]:
@@ -248,7 +290,13 @@ def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, in
     cfg = data / "overload.toml"
     cfg.write_text(
         SITE.format(
-            data=data, port=port, tag="overload", queue=50_000, overflow="drop_oldest", http="true"
+            data=data,
+            port=port,
+            tag="overload",
+            queue=50_000,
+            overflow="drop_oldest",
+            http="true",
+            transport="aiomqtt",
         )
         .replace("clean_start = true", "clean_start = false")
         .replace("[ingest]\nqos = 0", "[ingest]\nqos = 1")
@@ -345,6 +393,23 @@ def main() -> None:
         print(
             f"(e) peak RSS under 10x overload       {peak / 1024:>11.1f} MiB  (idle {idle / 1024:.1f} MiB, "
             f"ratio {peak / max(idle, 1):.2f}x; backlog {backlog:,} msgs released at once, queue 50,000 drop_oldest)"
+        )
+        ingest: dict[str, list[tuple[float, float]]] = {"aiomqtt": [], "gmqtt": []}
+        for i in range(runs):  # in turn, so that both see the same machine
+            for transport, results in ingest.items():
+                results.append(
+                    uvloop.run(
+                        site_ingest(broker.port, n, data / f"ingest-{transport}{i}", transport)
+                    )
+                )
+        (ar, ac), (gr, gc) = (
+            (statistics.median(r for r, _ in ingest[t]), statistics.median(c for _, c in ingest[t]))
+            for t in ("aiomqtt", "gmqtt")
+        )
+        print(
+            f"(f) site ingest by transport          aiomqtt {ar:>9,.0f} msg/s  {ac:.2f} CPU-s/100k | "
+            f"gmqtt {gr:>9,.0f} msg/s  {gc:.2f} CPU-s/100k | gmqtt/aiomqtt: rate {gr / ar:.2f}x, "
+            f"CPU per message {gc / ac:.2f}x"
         )
     print(
         f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"

@@ -80,13 +80,19 @@ class RawMessage:
     """One message as the transport received it; the only message type past the ingest layer.
 
     Treat it as immutable (it is not frozen only because frozen dataclasses cost several times
-    more to build, and one is built per message)."""
+    more to build, and one is built per message).
+
+    ``dup`` is the MQTT DUP flag: the broker sent this message before, on a connection whose
+    PUBACK never came back. Only the gmqtt transport reports it; aiomqtt's messages do not carry
+    it, so it stays False there.
+    """
 
     topic: str
     payload: bytes
     qos: int = 0
     retain: bool = False
     received_at: float = 0.0
+    dup: bool = False
 
 
 @dataclass(slots=True, frozen=True)

@@ -1,31 +1,30 @@
 """Broker connections behind a small interface of our own.
 
-Nothing outside this package sees aiomqtt or paho types: the rest of the runtime receives
-:class:`~edge_runtime.pipelines.RawMessage` objects and calls :meth:`MqttLink.publish`.
+Nothing outside this package sees aiomqtt, gmqtt or paho types: the rest of the runtime receives
+:class:`~edge_runtime.types.RawMessage` objects and calls :meth:`MqttLink.publish`.
 A link keeps itself connected (the runtime's one :class:`~edge_runtime.backoff.Backoff` rule:
 exponential, capped, jittered), re-subscribes after every reconnect and reports its state; it
-never pretends to be up after the broker refused it.
+never pretends to be up after the broker refused it. Each (re)connect is a new
+:class:`~edge_runtime.mqtt.transport.Connection` of the library that ``BrokerConfig.transport``
+names.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import enum
 import logging
-import socket
-import ssl
-import time
 from collections.abc import Callable, Sequence
 
-import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from edge_runtime.backoff import Backoff
-from edge_runtime.errors import TransportError
+from edge_runtime.errors import ConfigError, TransportError
 from edge_runtime.lifecycle import Component
+from edge_runtime.mqtt.aiomqtt_transport import AiomqttConnection
 from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.mqtt.gmqtt_transport import GmqttConnection
+from edge_runtime.mqtt.transport import Connection, Release
 from edge_runtime.types import RawMessage
 
 __all__ = ["LinkState", "MessageSink", "MqttLink"]
@@ -34,23 +33,10 @@ log = logging.getLogger(__name__)
 
 MessageSink = Callable[[RawMessage], object]
 
-
-def _direct_queue(
-    deliver: Callable[[aiomqtt.Message], None],
-) -> type[asyncio.Queue[aiomqtt.Message]]:
-    """A queue class for aiomqtt's ``queue_type`` that hands each message straight to us.
-
-    aiomqtt puts every received message into its queue from the socket-read callback; its
-    iterator then costs a task and an ``asyncio.wait`` per message. Delivering from
-    ``put_nowait`` skips that round trip: the message reaches our bounded ingest queue in the
-    same callback, and the iterator is used only to learn of a disconnect.
-    """
-
-    class DirectQueue(asyncio.Queue[aiomqtt.Message]):
-        def put_nowait(self, item: aiomqtt.Message) -> None:
-            deliver(item)
-
-    return DirectQueue
+_CONNECTIONS: dict[str, type[Connection]] = {
+    "aiomqtt": AiomqttConnection,
+    "gmqtt": GmqttConnection,
+}
 
 
 class LinkState(enum.Enum):
@@ -60,26 +46,19 @@ class LinkState(enum.Enum):
     CLOSED = "closed"
 
 
-def _tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
-    tls = config.tls
-    if tls is None:
-        return None
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
-    if tls.insecure:
-        ctx.check_hostname = False
-    return ctx
-
-
 class MqttLink(Component):
     """One managed connection to a broker.
 
     ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink``, called
-    synchronously from the socket-read callback (it must not block; the ingest queue it feeds
-    is bounded and counts what it drops).  ``publish`` waits for the PUBACK on QoS 1
-    and raises :class:`TransportError` when the link is down.  Use as an async context manager;
-    the connection loop runs as a named task in the caller's task group.
+    synchronously as it is read (it must not block; the ingest queue it feeds is bounded and
+    counts what it drops).  ``publish`` waits for the PUBACK on QoS 1 and raises
+    :class:`TransportError` when the link is down.  Use as an async context manager; the
+    connection loop runs as a named task.
+
+    With ``manual_ack=True`` (transport "gmqtt" only) the PUBACK of each QoS 1 message is held
+    until :meth:`ack_through` releases it, so that a broker redelivers to the persistent
+    session what a crashed process never made durable. Held messages of a connection that is
+    lost are dropped without their PUBACK: they come again, with ``dup`` set.
     """
 
     def __init__(
@@ -93,7 +72,15 @@ class MqttLink(Component):
         sink: MessageSink | None = None,
         max_payload_bytes: int | None = None,
         on_oversized: Callable[[RawMessage], None] | None = None,
+        manual_ack: bool = False,
     ) -> None:
+        if manual_ack and config.transport != "gmqtt":
+            raise ConfigError(
+                f"manual acknowledgements ({role} broker) need a client library that can hold "
+                f'a PUBACK; aiomqtt sends each one itself. Set transport = "gmqtt" for this '
+                "broker.",
+                field="transport",
+            )
         self.config = config
         self.client_id = client_id
         self.role = role
@@ -102,11 +89,14 @@ class MqttLink(Component):
         self.sink = sink
         self.max_payload_bytes = max_payload_bytes
         self.on_oversized = on_oversized
+        self.manual_ack = manual_ack
         self.state = LinkState.DOWN
         self.connects = 0
         self.disconnects = 0
         self.last_error: str | None = None
-        self._client: aiomqtt.Client | None = None
+        self._connection_type = _CONNECTIONS[config.transport]
+        self._connection: Connection | None = None
+        self._held: collections.deque[tuple[RawMessage, Release]] = collections.deque()
         self._up = asyncio.Event()
         self._stop = asyncio.Event()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
@@ -137,68 +127,51 @@ class MqttLink(Component):
     async def wait_connected(self) -> None:
         await self._up.wait()
 
-    # -- client construction -----------------------------------------------------------------
-
-    def _make_client(self) -> aiomqtt.Client:
-        cfg = self.config
-        v5 = cfg.protocol == "5"
-        properties = None
-        if v5:
-            # paho types its Properties constructor loosely (no annotations on __init__)
-            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = 0 if cfg.clean_start else cfg.session_expiry_s
-        password = cfg.password.get_secret_value() if cfg.password is not None else None
-        return aiomqtt.Client(
-            cfg.host,
-            cfg.port,
-            username=cfg.username,
-            password=password,
-            identifier=self.client_id,
-            protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
-            clean_session=None if v5 else cfg.clean_start,
-            clean_start=cfg.clean_start if v5 else 3,  # 3 = paho's MQTT_CLEAN_START_FIRST_ONLY
-            properties=properties,
-            keepalive=cfg.keepalive_s,
-            timeout=cfg.connect_timeout_s,
-            tls_context=_tls_context(cfg),
-            tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
-            max_inflight_messages=1000,
-            # small QoS 0 writes must not wait for a delayed ACK (Nagle): ~40 ms otherwise
-            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
-            max_queued_outgoing_messages=0,
-            queue_type=_direct_queue(self._deliver) if self.sink is not None else None,
-        )
-
     # -- the connection loop -----------------------------------------------------------------
+
+    def _open(self) -> Connection:
+        deliver = self._deliver if self.sink is not None else None
+        return self._connection_type(
+            self.config,
+            self.client_id,
+            deliver=deliver,
+            deliver_held=self._deliver_held if self.manual_ack and deliver else None,
+        )
 
     async def _run(self) -> None:
         backoff = self._backoff
         while not self._stop.is_set():
             self.state = LinkState.CONNECTING
-            client = self._make_client()
+            connection = self._open()
             try:
-                async with client:
-                    self._client = client
-                    self._lost = asyncio.get_running_loop().create_future()
-                    if self.subscriptions:
-                        await client.subscribe([(f, self.qos) for f in self.subscriptions])
-                    self.state = LinkState.UP
-                    self.connects += 1
-                    backoff.reset()
-                    self._up.set()
-                    log.info(
-                        "connected to %s broker %s:%d as %s",
-                        self.role,
-                        self.config.host,
-                        self.config.port,
-                        self.client_id,
-                    )
-                    await self._until_disconnected(client)
-            except aiomqtt.MqttError as exc:
+                await connection.connect()
+                if self.subscriptions:
+                    await connection.subscribe(self.subscriptions, self.qos)
+                self._connection = connection
+                self._lost = asyncio.get_running_loop().create_future()
+                self.state = LinkState.UP
+                self.connects += 1
+                backoff.reset()
+                self._up.set()
+                log.info(
+                    "connected to %s broker %s:%d as %s (%s)",
+                    self.role,
+                    self.config.host,
+                    self.config.port,
+                    self.client_id,
+                    self.config.transport,
+                )
+                reason = await connection.wait_lost()
+                self.last_error = reason
+                self.disconnects += 1
+                log.warning("%s broker connection lost: %s", self.role, reason)
+            except TransportError as exc:
+                # log the message, not the exception: a handler that keeps records would keep
+                # its traceback alive, and with it a socket the library left in a frame
                 self.last_error = str(exc)
                 if self.state is LinkState.UP:
                     self.disconnects += 1
-                    log.warning("%s broker connection lost: %s", self.role, exc)
+                    log.warning("%s broker connection lost: %s", self.role, self.last_error)
                 else:
                     # the first failure of an outage is a warning; the retries are not news
                     log.log(
@@ -207,15 +180,16 @@ class MqttLink(Component):
                         self.role,
                         self.config.host,
                         self.config.port,
-                        exc,
+                        self.last_error,
                     )
             finally:
-                self._client = None
+                self._connection = None
                 self._up.clear()
                 if self._lost is not None and not self._lost.done():
                     self._lost.set_result(None)  # fail publishes still waiting for a PUBACK
                 if self.state is not LinkState.CLOSED:
                     self.state = LinkState.DOWN
+                await self._close_connection(connection)
             if self._stop.is_set():
                 break
             delay = backoff.next_delay()
@@ -225,26 +199,63 @@ class MqttLink(Component):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
 
-    @staticmethod
-    async def _until_disconnected(client: aiomqtt.Client) -> None:
-        # Messages arrive through _deliver (subscribers) or not at all (publishers); the always
-        # empty iterator is how aiomqtt tells us the connection is gone (it raises MqttError).
-        async for _ in client.messages:
-            pass
+    async def _close_connection(self, connection: Connection) -> None:
+        dropped = len(self._held)
+        try:
+            await connection.close()
+        except TransportError as exc:
+            log.debug("closing the %s broker connection: %s", self.role, exc)
+        finally:
+            self._held.clear()
+        if dropped:
+            log.info(
+                "%s broker: %d held message(s) dropped without PUBACK; the broker redelivers "
+                "them to the session",
+                self.role,
+                dropped,
+            )
 
-    def _deliver(self, message: aiomqtt.Message) -> None:
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _deliver(self, message: RawMessage) -> None:
+        limit = self.max_payload_bytes
+        if limit is not None and len(message.payload) > limit:
+            if self.on_oversized is not None:
+                self.on_oversized(message)
+            return
         sink = self.sink
         assert sink is not None
-        payload = message.payload
-        if not isinstance(payload, bytes):  # paho gives bytes; be strict about anything else
-            payload = b"" if payload is None else str(payload).encode()
-        raw = RawMessage(message.topic.value, payload, message.qos, message.retain, time.time())
-        limit = self.max_payload_bytes
-        if limit is not None and len(payload) > limit:
-            if self.on_oversized is not None:
-                self.on_oversized(raw)
-            return
-        sink(raw)
+        sink(message)
+
+    def _deliver_held(self, message: RawMessage, release: Release) -> None:
+        self._held.append((message, release))
+        self._deliver(message)
+
+    @property
+    def held(self) -> int:
+        """QoS 1 messages delivered whose PUBACK waits for :meth:`ack_through`."""
+        return len(self._held)
+
+    def ack_through(self, message: RawMessage) -> int:
+        """Acknowledge every held message received up to and including ``message`` (the same
+        object the sink was given), in receive order, as MQTT requires; messages set aside on
+        the way (oversized, dropped by a full queue) are acknowledged with them.
+
+        Returns how many PUBACKs were released: 0 when ``message`` is not held (acknowledged
+        already, a QoS 0 message, or one of a connection since lost, which the broker will
+        deliver again).
+        """
+        held = self._held
+        count = 0
+        for candidate, _ in held:
+            count += 1
+            if candidate is message:
+                break
+        else:
+            return 0
+        for _ in range(count):
+            held.popleft()[1]()
+        return count
 
     # -- publishing --------------------------------------------------------------------------
 
@@ -261,11 +272,11 @@ class MqttLink(Component):
         down, or goes down before the PUBACK arrives (the client library would otherwise leave
         the publish waiting for its timeout while newer messages go out on the next connection,
         which breaks ordering)."""
-        client, lost = self._client, self._lost
-        if client is None or lost is None or self.state is not LinkState.UP:
+        connection, lost = self._connection, self._lost
+        if connection is None or lost is None or self.state is not LinkState.UP:
             raise TransportError(f"{self.role} broker link is {self.state.value}")
         task = asyncio.ensure_future(
-            client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout)
+            connection.publish(topic, payload, qos, retain=retain, timeout=timeout)
         )
         try:
             await asyncio.wait((task, lost), return_when=asyncio.FIRST_COMPLETED)
@@ -277,5 +288,5 @@ class MqttLink(Component):
             raise TransportError(f"{self.role} broker link lost before the PUBACK")
         try:
             task.result()
-        except aiomqtt.MqttError as exc:
+        except TransportError as exc:
             raise TransportError(f"publish to {self.role} broker failed: {exc}") from exc
