@@ -30,19 +30,24 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
+from edge_runtime.decode.senml import (
+    NUMERIC,
+    NUMERIC_OR_NONE,
+    base_values,
+    numeric_column,
+    resolve_relative,
+    senml_codes,
+)
 from edge_runtime.decode.spec import DecodeSpec
 from edge_runtime.errors import DecodeError
 from edge_runtime.types import KeyTable, RawMessage, ReadingBatch
 
 __all__ = ["ReadingDecoder"]
 
-_NUMERIC = frozenset({int, float})
-_NUMERIC_OR_NONE = frozenset({int, float, type(None)})
 # RFC 8428 labels (JSON); a label ending in '_' is "must understand".
 _SENML_LABELS = frozenset(
     {"bn", "bt", "bu", "bv", "bs", "bver", "n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
 )
-_SENML_RELATIVE_LIMIT = 2**28  # times below this are relative to "now" (RFC 8428 section 4.5.3)
 
 
 _Value = float | None | msgspec.UnsetType  # UNSET: the record carries no "v" at all
@@ -161,7 +166,7 @@ class ReadingDecoder:
         if self._allowed is not None and not set().union(*docs) <= self._allowed:
             raise KeyError("unknown field")
         raw_values = list(map(self._value_get, docs))
-        if not set(map(type, raw_values)) <= _NUMERIC_OR_NONE:
+        if not set(map(type, raw_values)) <= NUMERIC_OR_NONE:
             raise TypeError("value")
         values = np.array(raw_values, dtype=np.float64)
         if self._time_get is None:
@@ -170,7 +175,7 @@ class ReadingDecoder:
             )
         else:
             raw_times = list(map(self._time_get, docs))
-            if not set(map(type, raw_times)) <= _NUMERIC:
+            if not set(map(type, raw_times)) <= NUMERIC:
                 raise TypeError("time")
             times = np.array(raw_times, dtype=np.float64) * self._scale
             if not np.isfinite(times).all():
@@ -286,7 +291,7 @@ class ReadingDecoder:
         times = np.concatenate(([head.t], times))
         if head.bt is not None:
             times += head.bt
-        _resolve_relative(times, msg.received_at)
+        resolve_relative(times, msg.received_at)
         codes = self._pack_key_codes(msg, n)
         if codes is None:
             view = self.key_table.prefixed(base)
@@ -331,21 +336,21 @@ class ReadingDecoder:
         n = len(records)
         get = dict.get
         try:
-            codes = _senml_codes(records, rest, self.key_table)
-            values = _numeric_column(list(map(get, records, repeat("v"))), math.nan)
+            codes = senml_codes(records, rest, self.key_table)
+            values = numeric_column(list(map(get, records, repeat("v"))), math.nan)
             if "bv" in labels:
-                values += _base_values(records, "bv", rest)
+                values += base_values(records, "bv", rest)
             if "t" in labels:
-                times = _numeric_column(list(map(get, records, repeat("t"), repeat(0.0))), 0.0)
+                times = numeric_column(list(map(get, records, repeat("t"), repeat(0.0))), 0.0)
             else:
                 times = np.zeros(n)
             if "bt" in labels:
-                times += _base_values(records, "bt", rest)
+                times += base_values(records, "bt", rest)
         except TypeError as exc:
             raise DecodeError("wrong_type", f"SenML field has the wrong type ({exc})") from exc
         except ValueError as exc:
             raise DecodeError("malformed_senml", "a record resolves to an empty name") from exc
-        _resolve_relative(times, msg.received_at)
+        resolve_relative(times, msg.received_at)
         keyed = self._pack_key_codes(msg, n)
         if keyed is not None:
             codes = keyed
@@ -366,90 +371,3 @@ class ReadingDecoder:
 def _count(errors: Counter[str], reason: str, n: int) -> None:
     if n:
         errors[reason] += n
-
-
-def _resolve_relative(times: npt.NDArray[np.float64], received_at: float) -> None:
-    """SenML times below 2**28 are relative to now (RFC 8428 4.5.3): the receive time."""
-    relative = times < _SENML_RELATIVE_LIMIT
-    if relative.any():
-        times[relative] += received_at
-
-
-def _senml_codes(
-    records: list[dict[str, Any]], rest: set[str], table: KeyTable
-) -> npt.NDArray[np.int32]:
-    """Key codes of the resolved names (base name + name).
-
-    When ``bn`` is set on the first record only (the usual pack), names are interned per base
-    name without joining strings; a name that is not a string fails the join (TypeError)."""
-    rel_names = list(map(dict.get, records, repeat("n"), repeat("")))
-    n = len(records)
-    if "bn" not in rest:
-        base = records[0].get("bn", "")
-        if type(base) is not str:
-            raise TypeError("bn")
-        if not base and "" in rel_names:
-            raise ValueError("empty name")
-        view = table.prefixed(base)
-        return np.fromiter(map(view.__getitem__, rel_names), dtype=np.int32, count=n)
-    if not set(map(type, rel_names)) <= {str}:
-        raise TypeError("n")
-    names = list(
-        map(operator.add, _ffill_str(list(map(dict.get, records, repeat("bn")))), rel_names)
-    )
-    if "" in names:
-        raise ValueError("empty name")
-    return table.encode(names)
-
-
-def _base_values(
-    records: list[dict[str, Any]], label: str, rest: set[str]
-) -> float | npt.NDArray[np.float64]:
-    """A numeric base field (``bt``, ``bv``): it applies to its record and those after it."""
-    if label not in rest:
-        first = records[0].get(label, 0.0)
-        if type(first) not in _NUMERIC:
-            raise TypeError(label)
-        return float(first)
-    return _ffill_num(list(map(dict.get, records, repeat(label))))
-
-
-def _ffill_index(mask: npt.NDArray[np.bool_]) -> npt.NDArray[np.intp]:
-    idx = np.where(mask, np.arange(mask.shape[0]), 0)
-    np.maximum.accumulate(idx, out=idx)
-    return idx
-
-
-def _ffill_str(column: list[Any]) -> list[str]:
-    present = np.fromiter(map(operator.is_not, column, repeat(None)), dtype=bool, count=len(column))
-    if not present.any():
-        return [""] * len(column)
-    if not set(map(type, column)) <= {str, type(None)}:
-        raise TypeError("bn")
-    if present.all():
-        return column
-    if not present[0]:
-        column[0] = ""
-        present[0] = True
-    return list(map(column.__getitem__, _ffill_index(present).tolist()))
-
-
-def _numeric_column(column: list[Any], default: float) -> npt.NDArray[np.float64]:
-    types = set(map(type, column))
-    if not types <= _NUMERIC_OR_NONE:
-        raise TypeError("value")
-    arr = np.array(column, dtype=np.float64)  # None becomes NaN
-    if default == default and type(None) in types:  # noqa: PLR0124 (NaN check on the default)
-        arr[np.isnan(arr)] = default
-    return arr
-
-
-def _ffill_num(column: list[Any]) -> npt.NDArray[np.float64]:
-    arr = _numeric_column(column, math.nan)
-    present = ~np.isnan(arr)
-    if not present.any():
-        return np.zeros(arr.shape[0])
-    if not present[0]:
-        arr[0] = 0.0
-        present[0] = True
-    return arr[_ffill_index(present)]
