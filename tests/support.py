@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -197,3 +199,30 @@ def nats_server(tmp_path: Path) -> Iterator[NatsServer]:
     server = NatsServer(tmp_path / "nats")
     yield server
     server.close()
+
+
+class PseudoTerminal:
+    """A pseudo-terminal for tests of what a person sees: write to ``slave`` (open it as a
+    stream), then :meth:`output` is everything drawn on it, escape codes included."""
+
+    def __init__(self) -> None:
+        self._master, self.slave = os.openpty()
+        self._received: list[bytes] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                chunk = os.read(self._master, 65536)
+            except OSError:  # the other end is closed
+                return
+            if not chunk:
+                return
+            self._received.append(chunk)
+
+    def output(self) -> str:
+        """Call once the slave end is closed: what was drawn, as text."""
+        self._reader.join(5)
+        os.close(self._master)
+        return b"".join(self._received).decode()

@@ -7,7 +7,6 @@ import io
 import logging
 import os
 import sys
-import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 
 from edge_runtime.demo.dashboard import Dashboard
 from edge_runtime.ops.stats import RuntimeStats
+from tests.support import PseudoTerminal
 
 
 def fakes() -> tuple[Any, Any]:
@@ -51,22 +51,8 @@ async def test_plain_lines_when_not_a_terminal(monkeypatch: pytest.MonkeyPatch) 
 
 
 async def test_live_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    master, slave = os.openpty()
-    received: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the other end is closed
-                return
-            if not chunk:
-                return
-            received.append(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    with open(slave, "w", encoding="utf-8") as stream:
+    terminal = PseudoTerminal()
+    with open(terminal.slave, "w", encoding="utf-8") as stream:
         monkeypatch.setattr(sys, "stdout", stream)
         monkeypatch.setattr(sys, "stderr", stream)
         handler = logging.StreamHandler(stream)
@@ -78,9 +64,7 @@ async def test_live_table_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None
         finally:
             logging.getLogger().removeHandler(handler)
         assert handler.stream is stream  # the log handler writes to stderr again
-    await asyncio.to_thread(reader.join, 5)
-    os.close(master)
-    shown = b"".join(received).decode()
+    shown = await asyncio.to_thread(terminal.output)
     assert "edge-runtime demo" in shown
     assert "5,040 readings" in shown
     assert "spool depth 7" in shown

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import io
-import os
-import threading
 
 from edge_runtime.replay._progress import ProgressLine, human_bytes
+from tests.support import PseudoTerminal
 
 
 def test_plain_lines_without_escape_codes_when_not_a_terminal() -> None:
@@ -21,29 +20,13 @@ def test_plain_lines_without_escape_codes_when_not_a_terminal() -> None:
 
 
 def test_redrawn_in_place_on_a_terminal() -> None:
-    master, slave = os.openpty()
-    received: list[bytes] = []
-
-    def read() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # the other end is closed
-                return
-            if not chunk:
-                return
-            received.append(chunk)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    with open(slave, "w", encoding="utf-8") as stream:
+    terminal = PseudoTerminal()
+    with open(terminal.slave, "w", encoding="utf-8") as stream:
         line = ProgressLine(stream)
         assert line.tty
         line.show("pass 1/1: 50 messages [x]", fraction=0.5)
         line.done("replayed 100 messages [max_messages]")
-    reader.join(5)
-    os.close(master)
-    shown = b"".join(received).decode()
+    shown = terminal.output()
     assert "\x1b[" in shown  # drawn by rich, in place
     assert "50%" in shown
     assert "replayed 100 messages [max_messages]" in shown  # no markup eaten
