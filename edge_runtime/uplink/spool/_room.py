@@ -12,7 +12,8 @@ appends (:class:`SpoolFullError` with reason ``disk_full``) and releases half of
 the disk full). Acks go on. While full, each maintenance round hands the pages that deletes
 freed back to the file system (``incremental_vacuum``: files are created with
 ``auto_vacuum=INCREMENTAL``) and truncates the WAL; once the disk has room for the whole
-reserve and a quarter more, the reserve is made again and appends are taken again.
+reserve, for the WAL, and a quarter of the reserve more for new records, the reserve is made
+again and appends are taken again.
 
 The WAL is checkpointed every ``reserve_bytes / 8`` bytes (at most SQLite's default of 1000
 pages), so a checkpoint on a full disk never needs more room than the released half holds.
@@ -94,6 +95,7 @@ class Reserve:
         if held >= self.size:
             return True
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
             try:
                 os.posix_fallocate(fd, 0, self.size)
@@ -140,8 +142,10 @@ class DiskRoom:
         self.db_path = db_path
         self.reserve = Reserve(db_path.with_name(db_path.name + ".reserve"), reserve_bytes)
         self.wal_pages = wal_pages(reserve_bytes)
-        # room to leave the full state with, besides the reserve: a quarter of the reserve,
-        # and at least two WAL checkpoints' worth
+        # records deleted per transaction on a full disk: a few WAL frames per ten records
+        self.ack_chunk = 4 * self.wal_pages
+        # room for new records to leave the full state with: a quarter of the reserve, and at
+        # least two WAL checkpoints' worth
         self.headroom = max(reserve_bytes // 4, 2 * self.wal_pages * _PAGE)
         self.reason: str | None = None  # why the disk counts as full; None: it does not
         self.events = 0  # times the disk filled
@@ -176,18 +180,30 @@ class DiskRoom:
         """While full: hand freed pages back to the disk and truncate the WAL; once there is
         room, make the reserve again and leave the full state (True)."""
         self._shrink(conn)
-        folder = self.db_path.parent
-        need = self.reserve.size - self.reserve.held() + self.headroom
-        if free_bytes(folder) < need or not self.reserve.make():
+        room = self.room(conn)
+        if room < self.headroom or not self.reserve.make():
             return False
         log.warning(
-            "spool %s: the disk has room again (%d bytes free besides the reserve); new "
-            "summaries are taken again",
+            "spool %s: the disk has room again (%d bytes for new records besides the reserve "
+            "and the WAL); new summaries are taken again",
             self.db_path,
-            free_bytes(folder),
+            room,
         )
         self.reason = None
         return True
+
+    def room(self, conn: sqlite3.Connection) -> int:
+        """Bytes new records could take: free pages in the file and free space on the disk,
+        less what the reserve still lacks and what the WAL takes again once appends resume
+        (two checkpoints' worth: truncating it frees space that is not room for records)."""
+        free_disk = free_bytes(self.db_path.parent)
+        lacking = self.reserve.size - self.reserve.held()
+        if free_disk < lacking:
+            return 0
+        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+        wal = 2 * self.wal_pages * page_size
+        return free_disk - lacking + free_pages * page_size - wal
 
     def _shrink(self, conn: sqlite3.Connection) -> None:
         """Free pages back to the file system, a few at a time so that the WAL frames each

@@ -118,7 +118,7 @@ class Store:
         make the disk reserve whole again if the truncated WAL left room for it."""
         conn = self.connection()
         try:
-            self.flush_deferred()
+            self._delete_in_chunks(list(self.book.deferred.items()))
             conn.execute("UPDATE state SET clean = 1")
         except sqlite3.Error as exc:
             log.error("spool %s: clean close failed (the next open checks it): %s", self.path, exc)
@@ -225,45 +225,56 @@ class Store:
             counts.append(count)
         return rows, counts
 
-    def defer_acks(self, acks: list[Ack]) -> list[int]:
-        """Acks whose delete the full disk refused even with the reserve released: their
-        records are never leased again, and are deleted once there is room (or at the clean
-        close). Returns how many of each ack's ids were found."""
+    def delete_acks_in_chunks(self, acks: list[Ack]) -> list[int]:
+        """Acks a full disk refused in one transaction: deleted in small ones (few WAL frames
+        each, the WAL checkpointed between them); the records whose delete still fails are
+        held back, never leased again, and deleted once there is room (or at the clean close).
+        Returns how many of each ack's ids were found."""
         rows, counts = self._ack_rows(self.connection(), acks)
-        for rid, size in rows:
+        deleted = self._delete_in_chunks(rows)
+        held = rows[deleted:]
+        for rid, size in held:
             self.book.defer(rid, size)
-        self.figures.deferred(len(rows))
-        if rows:
+        self.figures.deferred(len(held))
+        if held:
             log.warning(
                 "spool %s: the disk is too full to delete %d acknowledged records; they are "
                 "never sent again and are deleted once there is room",
                 self.path,
-                len(rows),
+                len(held),
             )
         return counts
 
-    def flush_deferred(self) -> None:
-        """Delete the records whose delete a full disk held back (raises sqlite3.Error)."""
-        rows = list(self.book.deferred.items())
-        if not rows:
-            return
+    def _delete_in_chunks(self, rows: list[tuple[int, int]]) -> int:
+        """Delete acknowledged ``(id, size)`` rows in transactions of ``room.ack_chunk``; stops
+        at the first that the full disk refuses. Returns how many rows were deleted."""
+        done = 0
+        for start in range(0, len(rows), self.room.ack_chunk):
+            part = rows[start : start + self.room.ack_chunk]
 
-        def work(conn: sqlite3.Connection, delta: Delta) -> None:
-            delete_rows(conn, rows, delta, None)
-            delta.acked_ids = [rid for rid, _ in rows]
+            def work(
+                conn: sqlite3.Connection, delta: Delta, part: list[tuple[int, int]] = part
+            ) -> None:
+                delete_rows(conn, part, delta, None)
+                delta.acked_ids = [rid for rid, _ in part]
 
-        self.transaction(work)
-        self.book.deferred.clear()
+            try:
+                self.transaction(work)
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                break
+            done += len(part)
+        return done
 
-    def recover_room(self) -> None:
-        """While the disk is full: the held-back deletes, then pages handed back to the disk;
-        appends are taken again once there is room (see ``DiskRoom.recover``)."""
-        try:
-            self.flush_deferred()
-        except sqlite3.Error as exc:
-            if not is_disk_full(exc):
-                raise
-        self.room.recover(self.connection())
+    def upkeep_room(self) -> None:
+        """Each maintenance round: the deletes a full disk held back, and while the disk is
+        full, pages handed back to it until there is room (see ``DiskRoom.recover``)."""
+        held = list(self.book.deferred.items())
+        if held and self._delete_in_chunks(held) < len(held):
+            self.room.enter("deletes held back")
+        if self.room.full:
+            self.room.recover(self.connection())
 
     def _write_state(self, conn: sqlite3.Connection, delta: Delta, next_seq: int) -> None:
         depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]

@@ -340,9 +340,11 @@ class Writer:
                 if acks:
                     continue
                 return None
-            if room.enter(error):  # the acks alone failed: the rest of the reserve
-                continue
-            return [], self._store.defer_acks(acks)
+            # the acks alone failed: smaller transactions, and what still fails is held back
+            counts = self._store.delete_acks_in_chunks(acks)
+            if self._store.book.deferred:
+                room.enter(error)  # the rest of the reserve, for the next maintenance round
+            return [], counts
 
     def _fail(self, appends: list[Append], acks: list[Ack], error: SpoolError) -> None:
         for append in appends:
@@ -409,8 +411,7 @@ class Writer:
             return
         self._next_maintenance = now + self.config.maintenance_interval_s
         try:
-            if self._store.room.full:
-                self._store.recover_room()
+            self._store.upkeep_room()
             self._store.expire()
             self._store.check_cap()
         except sqlite3.Error as exc:

@@ -151,10 +151,11 @@ class SpoolConfig(BaseModel):
             "spool can go on deleting the records the core acknowledged, and a site can start, "
             "when the disk is full. When the disk fills, new summaries are refused (counted as "
             "disk_full) and half of the reserve is released (the rest at a start on a full "
-            "disk); it is made again once the disk has room for it and a quarter more, and then "
-            "summaries are taken again. The WAL is checkpointed every reserve_bytes / 8 (at "
-            "most every 1000 pages), so that a checkpoint fits in the released half. 0: no "
-            "reserve (deletes on a full disk are then kept in memory until there is room)."
+            "disk); it is made again once the disk has room for it, for the WAL and a quarter "
+            "more, and then summaries are taken again. The WAL is checkpointed every "
+            "reserve_bytes / 8 (at most every 1000 pages), so that a checkpoint fits in the "
+            "released half. 0: no reserve (deletes on a full disk are then kept in memory until "
+            "there is room)."
         ),
     )
 
