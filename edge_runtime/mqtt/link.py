@@ -60,13 +60,22 @@ class LinkState(enum.Enum):
     CLOSED = "closed"
 
 
-def _tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
+def _tls_context(config: BrokerConfig, role: str) -> ssl.SSLContext | None:
+    """The TLS context of a broker config; TransportError naming the field when its files
+    cannot be loaded (the loader checks that they exist; this catches a bad or unreadable one)."""
     tls = config.tls
     if tls is None:
         return None
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    field = "tls.ca_file"
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            field = "tls.cert_file / tls.key_file"
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise TransportError(
+            f"{role} broker {field}: cannot load it ({exc}); fix the file or the setting"
+        ) from exc
     if tls.insecure:
         ctx.check_hostname = False
     return ctx
@@ -78,8 +87,11 @@ class MqttLink(Component):
     ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink``, called
     synchronously from the socket-read callback (it must not block; the ingest queue it feeds
     is bounded and counts what it drops).  ``publish`` waits for the PUBACK on QoS 1
-    and raises :class:`TransportError` when the link is down.  Use as an async context manager;
-    the connection loop runs as a named task in the caller's task group.
+    and raises :class:`TransportError` when the link is down.  Use as an async context manager:
+    entering it loads the TLS files (TransportError when they cannot be loaded) and starts the
+    connection loop as a named task in the link's own task group, which the link closes on exit;
+    should the loop fail unexpectedly, the task group cancels the task that entered the link and
+    the error comes out of the ``async with``, never a silent "connecting" forever.
     """
 
     def __init__(
@@ -110,25 +122,33 @@ class MqttLink(Component):
         self._up = asyncio.Event()
         self._stop = asyncio.Event()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._tls: ssl.SSLContext | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"mqtt-{self.role}-{self.client_id}"
-        )
+        self._tls = _tls_context(self.config, self.role)
+        group = asyncio.TaskGroup()
+        await group.__aenter__()
+        self._group = group
+        self._task = group.create_task(self._run(), name=f"mqtt-{self.role}-{self.client_id}")
 
     async def close(self) -> None:
+        """Stop the connection loop (safe twice); an error it failed with is raised here."""
         self._stop.set()
-        task, self._task = self._task, None
+        group, task = self._group, self._task
+        self._group = self._task = None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.state = LinkState.CLOSED
-        self._up.clear()
+        try:
+            if group is not None:
+                await group.__aexit__(None, None, None)
+        finally:
+            self.state = LinkState.CLOSED
+            self._up.clear()
 
     @property
     def is_up(self) -> bool:
@@ -160,7 +180,7 @@ class MqttLink(Component):
             properties=properties,
             keepalive=cfg.keepalive_s,
             timeout=cfg.connect_timeout_s,
-            tls_context=_tls_context(cfg),
+            tls_context=self._tls,
             tls_insecure=cfg.tls.insecure if cfg.tls is not None else None,
             max_inflight_messages=1000,
             # small QoS 0 writes must not wait for a delayed ACK (Nagle): ~40 ms otherwise
@@ -194,7 +214,7 @@ class MqttLink(Component):
                         self.client_id,
                     )
                     await self._until_disconnected(client)
-            except aiomqtt.MqttError as exc:
+            except (aiomqtt.MqttError, OSError) as exc:
                 self.last_error = str(exc)
                 if self.state is LinkState.UP:
                     self.disconnects += 1
