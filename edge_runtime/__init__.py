@@ -10,6 +10,7 @@ from edge_runtime.errors import (
     PluginError,
     TransportError,
     UplinkError,
+    UplinkRefusedError,
 )
 from edge_runtime.pipelines import (
     KeyTable,
@@ -43,5 +44,6 @@ __all__ = [
     "SystemClock",
     "TransportError",
     "UplinkError",
+    "UplinkRefusedError",
     "__version__",
 ]

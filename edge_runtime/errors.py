@@ -13,6 +13,7 @@ __all__ = [
     "PluginError",
     "TransportError",
     "UplinkError",
+    "UplinkRefusedError",
 ]
 
 
@@ -63,3 +64,18 @@ class TransportError(EdgeRuntimeError):
 
 class UplinkError(EdgeRuntimeError):
     """Summaries could not be handed to the core."""
+
+
+class UplinkRefusedError(UplinkError):
+    """The uplink refused to accept summaries; none of them was accepted.
+
+    ``reason`` is a short stable label used as the metrics label (``disk_full``,
+    ``spool_full``, ``spool_error``), ``count`` the summaries refused, ``retry_after`` a hint
+    in seconds.
+    """
+
+    def __init__(self, message: str, *, reason: str, count: int, retry_after: float = 1.0):
+        self.reason = reason
+        self.count = count
+        self.retry_after = retry_after
+        super().__init__(message)

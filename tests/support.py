@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
+import subprocess
 import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -167,12 +169,58 @@ def load(text: str) -> LoadedConfig:
     return parse_config(text, source="<test>")
 
 
+@contextlib.contextmanager
+def small_disk(path: Path, size_kib: int) -> Iterator[Path]:
+    """A tmpfs of ``size_kib`` KiB mounted at ``path``: a disk that really fills (ENOSPC).
+
+    Needs root (mount); the test is skipped with the reason otherwise. Unmounted afterwards
+    (lazily, so that a process still holding a file there does not keep it mounted)."""
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    except OSError as exc:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({exc}); run the test as root")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill ({done.stderr.strip()}); run as root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(path: Path) -> int:
+    """Write a file under ``path`` until the disk is full; the bytes it took."""
+    taken = 0
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for size in (65536, 4096, 512, 1):
+            while True:
+                try:
+                    taken += os.write(fd, b"\0" * size)
+                except OSError as exc:
+                    if exc.errno != errno.ENOSPC:
+                        raise
+                    break
+    finally:
+        os.close(fd)
+    return taken
+
+
+def free_bytes(path: Path) -> int:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
 class NatsServer:
     """A real nats-server with JetStream on a free port, for the core's forwarding tests."""
 
     def __init__(self, workdir: Path) -> None:
         import shutil
-        import subprocess
 
         from edge_runtime.broker import free_port, wait_port
 

@@ -302,12 +302,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in group.exceptions:
+        out += _leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
     except EdgeRuntimeError as exc:
         print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        return 2
+    except BaseExceptionGroup as group:
+        # what a task group raised: a site that could not start (its spool refused, a TLS
+        # file unreadable) is an error of ours, said in one line; anything else is a bug
+        errors = _leaves(group)
+        if not all(isinstance(error, EdgeRuntimeError) for error in errors):
+            raise
+        for error in errors:
+            print(f"edge-runtime: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

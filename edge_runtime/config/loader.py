@@ -120,6 +120,8 @@ def parse_config(
     site = _resolve_paths(site, base)
     env = os.environ if environ is None else environ
     for field, broker in (("site_broker", site.site_broker), ("uplink.broker", site.uplink.broker)):
+        for name, problem in broker.file_problems():
+            raise ConfigError(problem, source=source, field=f"{field}.{name}")
         _resolve_secret(broker, field, source, env)
     if registry is None:
         try:

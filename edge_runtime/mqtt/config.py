@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -130,3 +131,39 @@ class BrokerConfig(_Model):
     def password(self) -> SecretStr | None:
         """The resolved password (set by the loader); print it only as '**********'."""
         return self._password
+
+    def file_problems(self) -> list[tuple[str, str]]:
+        """The files this config names that cannot be read, as (field, what is wrong and what
+        to change). The loader refuses a config with any; it runs after relative paths were
+        resolved against the config file's folder, so models never touch the disk."""
+        named: list[tuple[str, Path | None, str]] = [
+            ("password_file", self.password_file, _HINTS[3])
+        ]
+        if self.tls is not None:
+            named = [
+                ("tls.ca_file", self.tls.ca_file, _HINTS[0]),
+                ("tls.cert_file", self.tls.cert_file, _HINTS[1]),
+                ("tls.key_file", self.tls.key_file, _HINTS[2]),
+                *named,
+            ]
+        problems = []
+        for field, path, hint in named:
+            if path is None:
+                continue
+            if not path.exists():
+                problems.append((field, f"{path} does not exist; {hint}"))
+            elif not path.is_file():
+                problems.append((field, f"{path} is not a file; {hint}"))
+            elif not os.access(path, os.R_OK):
+                problems.append((field, f"{path} is not readable by this user; {hint}"))
+        return problems
+
+
+_HINTS = (
+    "point ca_file at the PEM file of the CA that signed the broker's certificate, or remove "
+    "it to trust the system's CAs",
+    "point cert_file at the client certificate (PEM), or remove cert_file and key_file to "
+    "connect without one",
+    "point key_file at the private key (PEM) of cert_file",
+    "point password_file at the file holding the broker password, or use password_env",
+)

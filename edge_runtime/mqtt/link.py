@@ -24,7 +24,7 @@ from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.aiomqtt_transport import AiomqttConnection
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.gmqtt_transport import GmqttConnection
-from edge_runtime.mqtt.transport import Connection, Release
+from edge_runtime.mqtt.transport import Connection, Release, tls_context
 from edge_runtime.types import RawMessage
 
 __all__ = ["LinkState", "MessageSink", "MqttLink"]
@@ -52,8 +52,11 @@ class MqttLink(Component):
     ``subscriptions`` and ``sink`` make it a subscriber: every message goes to ``sink``, called
     synchronously as it is read (it must not block; the ingest queue it feeds is bounded and
     counts what it drops).  ``publish`` waits for the PUBACK on QoS 1 and raises
-    :class:`TransportError` when the link is down.  Use as an async context manager; the
-    connection loop runs as a named task.
+    :class:`TransportError` when the link is down.  Use as an async context manager: entering it
+    loads the TLS files (TransportError naming the field when they cannot be loaded) and starts
+    the connection loop as a named task in the link's own task group, which the link closes on
+    exit; should the loop fail unexpectedly, the error comes out of the ``async with`` (the
+    group cancels the task that entered the link), never a silent "connecting" forever.
 
     With ``manual_ack=True`` (transport "gmqtt" only) the PUBACK of each QoS 1 message is held
     until :meth:`ack_through` releases it, so that a broker redelivers to the persistent
@@ -100,25 +103,32 @@ class MqttLink(Component):
         self._up = asyncio.Event()
         self._stop = asyncio.Event()
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
+        self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"mqtt-{self.role}-{self.client_id}"
-        )
+        tls_context(self.config, self.role)  # a bad TLS file fails here, naming the field
+        group = asyncio.TaskGroup()
+        await group.__aenter__()
+        self._group = group
+        self._task = group.create_task(self._run(), name=f"mqtt-{self.role}-{self.client_id}")
 
     async def close(self) -> None:
+        """Stop the connection loop (safe twice); an error it failed with is raised here."""
         self._stop.set()
-        task, self._task = self._task, None
+        group, task = self._group, self._task
+        self._group = self._task = None
         if task is not None:
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self.state = LinkState.CLOSED
-        self._up.clear()
+        try:
+            if group is not None:
+                await group.__aexit__(None, None, None)
+        finally:
+            self.state = LinkState.CLOSED
+            self._up.clear()
 
     @property
     def is_up(self) -> bool:

@@ -16,6 +16,7 @@ import abc
 import ssl
 from collections.abc import Callable, Sequence
 
+from edge_runtime.errors import TransportError
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.types import RawMessage
 
@@ -80,14 +81,23 @@ class Connection(abc.ABC):
         after a failed :meth:`connect`. Held messages are dropped without their PUBACK."""
 
 
-def tls_context(config: BrokerConfig) -> ssl.SSLContext | None:
-    """The client TLS context a broker config asks for (None: plain TCP)."""
+def tls_context(config: BrokerConfig, role: str = "") -> ssl.SSLContext | None:
+    """The client TLS context a broker config asks for (None: plain TCP); TransportError naming
+    the field when its files cannot be loaded (the loader checks that they exist; this catches
+    a bad or unreadable one)."""
     tls = config.tls
     if tls is None:
         return None
-    ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
-    if tls.cert_file is not None and tls.key_file is not None:
-        ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    field = "tls.ca_file"
+    try:
+        ctx = ssl.create_default_context(cafile=str(tls.ca_file) if tls.ca_file else None)
+        if tls.cert_file is not None and tls.key_file is not None:
+            field = "tls.cert_file / tls.key_file"
+            ctx.load_cert_chain(str(tls.cert_file), str(tls.key_file))
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        where = f"{role} broker {field}" if role else field
+        message = f"{where}: cannot load it ({exc}); fix the file or the setting"
+        raise TransportError(message) from exc
     if tls.insecure:
         ctx.check_hostname = False
     return ctx

@@ -48,3 +48,13 @@ class OpsConfig(_Model):
         gt=0,
         description="How often pipelines' on_tick runs (closes idle windows, emits timers).",
     )
+    pipeline_error_limit: int = Field(
+        default=5,
+        ge=1,
+        description="A pipeline whose plugin raises in this many calls in a row (process, "
+        "process_messages, on_tick, flush ...) is isolated: its calls are skipped and its "
+        "messages set aside (counted as decode errors with reason pipeline_isolated), and "
+        "/status and /readyz report it until the site restarts. Every failed call is logged "
+        "with the pipeline's name and counted in edge_pipeline_errors_total{pipeline,call}; "
+        "the other pipelines go on.",
+    )

@@ -32,6 +32,9 @@ class RuntimeStats:
     readings_in: Counter[str] = field(default_factory=Counter)
     decode_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
     summaries_out: Counter[str] = field(default_factory=Counter)
+    summaries_refused: Counter[tuple[str, str]] = field(default_factory=Counter)
+    pipeline_errors: Counter[tuple[str, str]] = field(default_factory=Counter)
+    pipelines_isolated: dict[str, str] = field(default_factory=dict)
     batch_count: int = 0
     batch_items: int = 0
     batch_hist: npt.NDArray[np.int64] = field(
@@ -57,6 +60,9 @@ class RuntimeStats:
             "readings_in": dict(self.readings_in),
             "decode_errors": {f"{p}:{r}": n for (p, r), n in self.decode_errors.items()},
             "summaries_out": dict(self.summaries_out),
+            "summaries_refused": {f"{p}:{r}": n for (p, r), n in self.summaries_refused.items()},
+            "pipeline_errors": {f"{p}:{c}": n for (p, c), n in self.pipeline_errors.items()},
+            "pipelines_isolated": dict(self.pipelines_isolated),
             "batches": self.batch_count,
             "mean_batch_size": self.batch_items / self.batch_count if self.batch_count else 0.0,
             "pipelines": {
@@ -105,6 +111,7 @@ class StatsCollector(Collector):
         for pipeline, n in s.summaries_out.items():
             c.add_metric([pipeline], n)
         yield c
+        yield from self._refusals_and_errors()
         c = CounterMetricFamily(
             "edge_pipeline_events",
             "Plugin-level events (windows_emitted, late_dropped, missing ...).",
@@ -141,3 +148,31 @@ class StatsCollector(Collector):
                 if isinstance(value, (int, float)):
                     g.add_metric([name], float(value))
             yield g
+
+    def _refusals_and_errors(self) -> Iterator[Metric]:
+        s = self.stats
+        c = CounterMetricFamily(
+            "edge_summaries_refused",
+            "Summaries the uplink refused, by reason (disk_full, spool_full, spool_error).",
+            labels=["pipeline", "reason"],
+        )
+        for (pipeline, reason), n in s.summaries_refused.items():
+            c.add_metric([pipeline, reason], n)
+        yield c
+        c = CounterMetricFamily(
+            "edge_pipeline_errors",
+            "Calls of a pipeline plugin that raised (process, on_tick, flush ...); the batch or "
+            "tick was set aside.",
+            labels=["pipeline", "call"],
+        )
+        for (pipeline, call), n in s.pipeline_errors.items():
+            c.add_metric([pipeline, call], n)
+        yield c
+        g = GaugeMetricFamily(
+            "edge_pipeline_isolated",
+            "1 for a pipeline isolated after failing ops.pipeline_error_limit calls in a row.",
+            labels=["pipeline"],
+        )
+        for pipeline in s.pipeline_events:
+            g.add_metric([pipeline], float(pipeline in s.pipelines_isolated))
+        yield g

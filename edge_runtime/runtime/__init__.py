@@ -1,5 +1,6 @@
 """The site runtime."""
 
-from edge_runtime.runtime.site import MessageSource, PipelineSlot, SiteRuntime
+from edge_runtime.runtime.site import MessageSource, SiteRuntime
+from edge_runtime.runtime.slots import PipelineSlot
 
 __all__ = ["MessageSource", "PipelineSlot", "SiteRuntime"]

@@ -37,8 +37,11 @@ class DataDirLock:
                 f"the site's data dir {self.path.parent} is in use by another process (pid "
                 f"{owner}); stop that site first, or give this one its own data_dir"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        # the pid is only for the message above: written in place, padded to a fixed width (a
+        # restart rewrites the block it already has), and a full disk must not keep a site
+        # from starting, to drain its spool
+        with contextlib.suppress(OSError):
+            os.pwrite(fd, f"{os.getpid():<15}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -50,6 +53,4 @@ class DataDirLock:
     ) -> None:
         fd, self._fd = self._fd, None
         if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
             os.close(fd)  # closing releases the flock

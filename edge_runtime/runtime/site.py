@@ -3,7 +3,8 @@
 Every long-lived piece is an async context manager; every loop is a named task in one
 ``asyncio.TaskGroup``. The hot loop takes whole micro-batches from the bounded ingest queue,
 routes them to pipelines by topic, decodes each pipeline's share into numpy arrays in one call
-and hands the batch to the plugin.
+and hands the batch to the plugin. Every call of a plugin goes through its slot's guard (see
+``slots``); summaries the uplink refuses are counted by reason and the site goes on.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import functools
 import logging
 import operator
+import time
 from collections import Counter
 from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AsyncExitStack
@@ -24,14 +26,16 @@ from edge_runtime.broker.embedded import EmbeddedBroker
 from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.decode.decoders import ReadingDecoder
+from edge_runtime.errors import UplinkRefusedError
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
 from edge_runtime.runtime.lock import DataDirLock
+from edge_runtime.runtime.slots import PipelineSlot
 from edge_runtime.sources.queue import IngestQueue
-from edge_runtime.sources.topics import TopicMatcher, minimal_filters
+from edge_runtime.sources.topics import minimal_filters
 from edge_runtime.types import RawMessage, Summary
 from edge_runtime.uplink.base import Uplink
 from edge_runtime.uplink.config import SenderConfig
@@ -41,7 +45,7 @@ from edge_runtime.uplink.seq import SeqAllocator
 from edge_runtime.uplink.spool import Spool, SpoolConfig
 from edge_runtime.uplink.spooled import SpooledUplink
 
-__all__ = ["MessageSource", "PipelineSlot", "SiteRuntime"]
+__all__ = ["MessageSource", "SiteRuntime"]
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +53,7 @@ _payload = operator.attrgetter("payload")
 UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
 MessageSource = AsyncIterable[tuple[Sequence[RawMessage], float]]
 """Batches of messages with the (recorded) time at the end of each: a replayed recording."""
-
-
-class PipelineSlot:
-    """One configured pipeline with its decoder and topic matcher."""
-
-    def __init__(self, pipeline: Pipeline[Any], decoder: ReadingDecoder) -> None:
-        self.pipeline = pipeline
-        self.decoder = decoder
-        self.matcher = TopicMatcher(pipeline.config.topics)
-        self.name = pipeline.name
-        self.errors: Counter[str] = Counter()
+_REFUSAL_LOG_S = 10.0  # a streak of refusals is logged once per this many seconds
 
 
 class SiteRuntime:
@@ -96,6 +90,7 @@ class SiteRuntime:
             self.site_link is not None and self.site_link.is_up
         )
         self.stats.gauges["uptime_seconds"] = lambda: self.clock.time() - self.stats.started_at
+        self._refusal_logged: dict[str, float] = {}
 
     def _make_slot(self, config: Any) -> PipelineSlot:
         cls = self.loaded.registry[config.type]
@@ -106,9 +101,15 @@ class SiteRuntime:
             base_dir=self.loaded.base_dir,
         )
         pipeline = cls(config, ctx)
+        slot = PipelineSlot(
+            pipeline,
+            ReadingDecoder(config.decode),
+            stats=self.stats,
+            error_limit=self.config.ops.pipeline_error_limit,
+        )
         self.stats.pipeline_events[config.name] = ctx.counters
-        self.stats.pipeline_gauges[config.name] = pipeline.gauges
-        return PipelineSlot(pipeline, ReadingDecoder(config.decode))
+        self.stats.pipeline_gauges[config.name] = slot.gauges
+        return slot
 
     # -- public control ----------------------------------------------------------------------
 
@@ -120,13 +121,29 @@ class SiteRuntime:
         await self._started.wait()
 
     def ready(self) -> tuple[bool, str]:
+        """``/readyz``: the site broker connected, the uplink working (connected to the core
+        broker; its spool taking summaries: no full disk, no error) and no pipeline isolated;
+        the reason names every problem."""
         if self._source is not None:
             return True, "replaying a recording"
-        site_up = self.site_link is not None and self.site_link.is_up
-        uplink_state = self.uplink_link.state.value if self.uplink_link else "none"
-        if not site_up:
-            return False, "site broker not connected"
-        return True, f"ok (uplink {uplink_state})"
+        problems = []
+        link = self.site_link
+        if link is None or not link.is_up:
+            why = f" ({link.last_error})" if link is not None and link.last_error else ""
+            problems.append(f"site broker not connected{why}")
+        uplink_ok, uplink_why = (False, "uplink not started")
+        if self.uplink is not None:
+            uplink_ok, uplink_why = self.uplink.ready()
+        if not uplink_ok:
+            problems.append(uplink_why)
+        problems += [
+            f"pipeline {slot.name} isolated: {slot.isolated}"
+            for slot in self.slots
+            if slot.isolated is not None
+        ]
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"ok: site broker up, {uplink_why}"
 
     def status(self) -> dict[str, Any]:
         return {
@@ -196,7 +213,7 @@ class SiteRuntime:
             async with asyncio.TaskGroup() as tg:
                 streams = [
                     tg.create_task(
-                        slot.pipeline.run(functools.partial(self._submit, slot.name)),
+                        slot.run_stream(functools.partial(self._submit, slot.name)),
                         name=f"stream-{slot.name}",
                     )
                     for slot in self.slots
@@ -217,11 +234,11 @@ class SiteRuntime:
                 await process
                 for slot in self.slots:
                     if slot.pipeline.input_kind == "stream":
-                        slot.pipeline.close()
+                        await slot.call("close", slot.pipeline.close, always=True)
                 for stream in streams:
                     await stream
                 ticker.cancel()
-                await self._emit_all(lambda p: p.flush())
+                await self._emit_all("flush", operator.methodcaller("flush"))
                 left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
                 sender.cancel()
             log.info(
@@ -285,14 +302,14 @@ class SiteRuntime:
             clock.set(at)
             if batch:
                 await self._dispatch_settled(batch)
-            await self._emit_all(operator.methodcaller("on_tick", at))
+            await self._emit_all("on_tick", operator.methodcaller("on_tick", at))
         log.info("replay source finished")
         self._stop.set()
 
     async def _dispatch_settled(self, batch: Sequence[RawMessage]) -> None:
         """Replay dispatch: stream stages settle before they see a topic a second time, so that
         a latest-message-wins stage drops nothing and results do not depend on speed."""
-        streams = [s.pipeline for s in self.slots if s.pipeline.input_kind == "stream"]
+        streams = [s for s in self.slots if s.pipeline.input_kind == "stream"]
         if not streams:
             await self._dispatch(batch)
             return
@@ -301,14 +318,21 @@ class SiteRuntime:
         for message in batch:
             if message.topic in seen:
                 await self._dispatch(part)
-                for stream in streams:
-                    await stream.settle()
+                await self._settle(streams)
                 part, seen = [], set()
             part.append(message)
             seen.add(message.topic)
         await self._dispatch(part)
-        for stream in streams:
-            await stream.settle()
+        await self._settle(streams)
+
+    @staticmethod
+    async def _settle(streams: list[PipelineSlot]) -> None:
+        for slot in streams:
+            if slot.isolated is None:  # an isolated stage may never settle
+                try:
+                    await slot.pipeline.settle()
+                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the site
+                    slot.failed("settle", exc)
 
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
         stats = self.stats
@@ -338,46 +362,73 @@ class SiteRuntime:
             await self._run_slot(slot, messages)
 
     async def _run_slot(self, slot: PipelineSlot, messages: list[RawMessage]) -> None:
+        """One pipeline's share of a batch, through the slot's guard: a batch the plugin
+        fails on is counted (``plugin_error``) and set aside, as is every batch of an isolated
+        pipeline (``pipeline_isolated``)."""
         pipeline = slot.pipeline
-        try:
-            if pipeline.input_kind == "stream":
-                for message in messages:
-                    pipeline.offer(message)
-                return
-            if pipeline.input_kind == "messages":
-                if pipeline.blocking:
-                    out = await asyncio.to_thread(pipeline.process_messages, messages)
-                else:
-                    out = pipeline.process_messages(messages)
-            else:
-                errors: Counter[str] = Counter()
+        if slot.isolated is not None:
+            self.stats.decode_errors[(slot.name, "pipeline_isolated")] += len(messages)
+            return
+        out: Sequence[Summary] | None
+        if pipeline.input_kind == "stream":
+            await slot.call("offer", functools.partial(slot.offer_all, messages))
+            return
+        if pipeline.input_kind == "messages":
+            out = await slot.call(
+                "process_messages",
+                functools.partial(pipeline.process_messages, messages),
+                blocking=pipeline.blocking,
+            )
+        else:
+            errors: Counter[str] = Counter()
+            try:
                 batch = slot.decoder.decode(messages, errors)
-                for reason, n in errors.items():
-                    self.stats.decode_errors[(slot.name, reason)] += n
-                self.stats.readings_in[slot.name] += len(batch)
-                if not len(batch):
-                    return
-                if pipeline.blocking:
-                    out = await asyncio.to_thread(pipeline.process, batch)
-                else:
-                    out = pipeline.process(batch)
-        except Exception:
-            # A plugin bug must not take the whole site down: the batch is counted as failed
-            # with its traceback in the log, and the pipeline carries on with the next batch.
+            except Exception:  # a decoder bug: bad input is counted by the decoder itself
+                log.exception("decoding a batch for pipeline %s failed", slot.name)
+                errors["decoder_error"] += len(messages)
+                batch = None
+            for reason, n in errors.items():
+                self.stats.decode_errors[(slot.name, reason)] += n
+            if batch is None:
+                return
+            self.stats.readings_in[slot.name] += len(batch)
+            if not len(batch):
+                return
+            out = await slot.call(
+                "process", functools.partial(pipeline.process, batch), blocking=pipeline.blocking
+            )
+        if out is None:
             self.stats.decode_errors[(slot.name, "plugin_error")] += len(messages)
-            log.exception("pipeline %s failed on a batch of %d messages", slot.name, len(messages))
             return
         await self._submit(slot.name, out)
 
     async def _submit(self, name: str, summaries: Sequence[Summary]) -> None:
-        if summaries:
-            self.stats.summaries_out[name] += len(summaries)
-            assert self.uplink is not None
+        """Hand summaries to the uplink; a refusal (a full disk, a full or failed spool) is
+        counted by pipeline and reason, logged once per streak, and the site goes on."""
+        if not summaries:
+            return
+        self.stats.summaries_out[name] += len(summaries)
+        assert self.uplink is not None
+        try:
             await self.uplink.submit(summaries, replayed=self._source is not None)
+        except UplinkRefusedError as exc:
+            self.stats.summaries_refused[(name, exc.reason)] += len(summaries)
+            now = time.monotonic()
+            if now - self._refusal_logged.get(exc.reason, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
+                self._refusal_logged[exc.reason] = now
+                total = sum(
+                    n
+                    for (_, reason), n in self.stats.summaries_refused.items()
+                    if reason == exc.reason
+                )
+                log.error("summaries refused (%d so far, %s): %s", total, exc.reason, exc)
 
-    async def _emit_all(self, call: Callable[[Pipeline[Any]], Sequence[Summary]]) -> None:
+    async def _emit_all(self, call: str, fn: Callable[[Pipeline[Any]], Sequence[Summary]]) -> None:
+        """``on_tick`` or ``flush`` of every pipeline, each through its slot's guard."""
         for slot in self.slots:
-            await self._submit(slot.name, call(slot.pipeline))
+            out = await slot.call(call, functools.partial(fn, slot.pipeline))
+            if out:
+                await self._submit(slot.name, out)
 
     async def _tick_loop(self) -> None:
         if self._source is not None:
@@ -386,7 +437,7 @@ class SiteRuntime:
         while True:
             await asyncio.sleep(interval)
             now = self.clock.time()
-            await self._emit_all(operator.methodcaller("on_tick", now))
+            await self._emit_all("on_tick", operator.methodcaller("on_tick", now))
 
 
 def spool_config(runtime: SiteRuntime) -> SpoolConfig:

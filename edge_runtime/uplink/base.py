@@ -16,11 +16,14 @@ class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
 
     An async context manager, e.g. a :class:`~edge_runtime.lifecycle.Component` (the spooled
     uplink opens its file there). ``submit`` returns once the summaries are *accepted*: for the
-    spooled uplink that means on disk; ``run`` sends until cancelled; ``drain`` is the shutdown
-    step.
+    spooled uplink that means on disk; it raises :class:`~edge_runtime.errors.UplinkRefusedError`
+    when it refuses them (counted by reason). ``run`` sends until cancelled; ``drain`` is the
+    shutdown step; ``ready`` says whether the uplink works, and why not (``/readyz``).
     """
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
+
+    def ready(self) -> tuple[bool, str]: ...
 
     async def run(self) -> None: ...
 

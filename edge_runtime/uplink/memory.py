@@ -85,6 +85,11 @@ class MemoryUplink(Component):
     def pending(self) -> int:
         return len(self._queue)
 
+    def ready(self) -> tuple[bool, str]:
+        if self.link.is_up:
+            return True, f"uplink up, {len(self._queue)} pending"
+        return False, f"uplink not connected to the core broker ({self.link.state.value})"
+
     def stats(self) -> dict[str, Any]:
         return {
             "state": self.link.state.value,

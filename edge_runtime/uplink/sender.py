@@ -7,8 +7,9 @@ each stream's records reach the core in order (per lane: see the spool's lease b
 
 When a publish fails the link is down: every record in flight goes back to the spool, all that
 was pending moves to the backlog lane, and the sender waits for :meth:`Publisher.wait_connected`
-(no retry timer). Only a drain that fails again while the link reports itself up waits
-before the next try, per :class:`~edge_runtime.backoff.Backoff` (50 ms doubling up to 5 s).
+(no retry timer). Only a drain that fails again while the link reports itself up, or one that
+the spool failed (counted as ``spool_errors``), waits before the next try, per
+:class:`~edge_runtime.backoff.Backoff` (50 ms doubling up to 5 s).
 Backlog records are sent flagged ``backlog=True`` behind alerts and live data, at most
 ``backlog_rate_per_s`` per second when a rate is set.
 """
@@ -208,6 +209,7 @@ class Sender(Component):
                 log.info("uplink connected; draining the spool (%d pending)", self._pending())
             self._connected = True
             sent_before = self._messages
+            spool_failed = False
             try:
                 await self._drain()
             except* TransportError as group:
@@ -222,10 +224,16 @@ class Sender(Component):
                 with contextlib.suppress(SpoolError):
                     await self._spool.release(mark_backlog=True)
             except* SpoolError as group:
+                spool_failed = True
                 self._spool_errors += 1
                 log.error("sender: the spool failed (%s); retrying", group.exceptions[0])
                 with contextlib.suppress(SpoolError):
                     await self._spool.release()
+            if spool_failed:
+                # records whose ack failed went back to the spool and are sent again: back off
+                # (however much went out) so that a failing spool is never a resend loop
+                await asyncio.sleep(backoff.next_delay())
+                continue
             if self._messages > sent_before:
                 stalled = 0
                 backoff.reset()

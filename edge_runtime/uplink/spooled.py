@@ -2,21 +2,25 @@
 
 A summary is accepted (``submit`` returns) only once it is committed and fsynced in the spool;
 it leaves the spool only after the core broker acknowledged it (PUBACK). A summary still in the
-spool at shutdown stays on disk and goes out after the next start.
+spool at shutdown stays on disk and goes out after the next start. A summary the spool refuses
+(its disk is full, it is at its cap under ``reject_new``, it failed) is not accepted:
+``submit`` raises :class:`~edge_runtime.errors.UplinkRefusedError` with the reason, counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from edge_runtime.clock import Clock
+from edge_runtime.errors import UplinkRefusedError
 from edge_runtime.lifecycle import Component
 from edge_runtime.types import Summary
 from edge_runtime.uplink.sender import Sender
-from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError
+from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError, SpoolFullError
 
 __all__ = ["SpooledUplink"]
 
@@ -46,7 +50,7 @@ class SpooledUplink(Component):
         self.version = version
         self.config_hash = config_hash
         self.clock = clock
-        self.rejected = 0
+        self.refused: Counter[str] = Counter()  # summaries refused, by reason
 
     async def start(self) -> None:
         await self.spool.start()
@@ -55,7 +59,9 @@ class SpooledUplink(Component):
         await self.spool.close()
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None:
-        """Return once ``summaries`` are durable in the spool."""
+        """Return once ``summaries`` are durable in the spool; raise
+        :class:`UplinkRefusedError` (none of them accepted, counted by reason) when the spool
+        refuses them."""
         if not summaries:
             return
         # SiteWrap lets the spool encode each summary straight into its stored form
@@ -69,9 +75,40 @@ class SpooledUplink(Component):
         try:
             await self.spool.append_summaries(summaries, wrap)
         except SpoolError as exc:
-            # reject_new policy with a full spool (or a disk error): never silent
-            self.rejected += len(summaries)
-            log.error("spool refused %d summaries: %s", len(summaries), exc)
+            reason = exc.reason if isinstance(exc, SpoolFullError) else "spool_error"
+            retry = exc.retry_after if isinstance(exc, SpoolFullError) else 1.0
+            self.refused[reason] += len(summaries)
+            raise UplinkRefusedError(
+                f"the spool refused {len(summaries)} summaries: {exc}",
+                reason=reason,
+                count=len(summaries),
+                retry_after=retry,
+            ) from exc
+
+    def ready(self) -> tuple[bool, str]:
+        """Whether the uplink works: the spool takes summaries (no full disk, not at its cap,
+        no error) and the sender is connected to the core broker; the reason either way."""
+        problems = []
+        broken = self.spool.broken
+        spool = self.spool.stats()
+        if broken is not None:
+            problems.append(f"spool failed: {broken}")
+        elif spool.error is not None:
+            problems.append(f"spool error: {spool.error}")
+        if spool.disk_full:
+            problems.append(
+                "spool disk full: new summaries are refused until there is room "
+                f"({self.refused['disk_full']} refused so far)"
+            )
+        if spool.full:
+            problems.append("spool at max_bytes: new summaries are refused (reject_new)")
+        sender = self.sender.stats()
+        if not sender.connected:
+            problems.append("uplink not connected to the core broker")
+        # Acknowledgements from the core, once the sender waits for them, are checked here too.
+        if problems:
+            return False, "; ".join(problems)
+        return True, f"uplink up, {spool.depth} pending"
 
     async def run(self) -> None:
         await self.sender.run()
@@ -112,6 +149,15 @@ class SpooledUplink(Component):
             "compacted_parts": spool.compacted_parts,
             "compacted_records": spool.compacted_records,
             "dropped": dict(spool.dropped),
-            "rejected": self.rejected + spool.rejected_full,
+            "rejected": sum(self.refused.values()),
+            "refused": dict(self.refused),
+            "disk_full": 1 if spool.disk_full else 0,
+            "disk_full_events": spool.disk_full_events,
+            "acked": spool.acked,
+            "acks_deferred": spool.acks_deferred,
+            "leased": spool.leased,
+            "reserve_bytes": spool.reserve_bytes,
+            "spool_errors": sender.spool_errors,
+            "spool_error": self.spool.broken or spool.error,
             "commit_p99_ms": spool.commit_p99_ms,
         }

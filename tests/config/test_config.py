@@ -31,6 +31,9 @@ def test_example_configs_are_valid(
     monkeypatch.setenv("EDGE_SITE_BROKER_PASSWORD", "pw")
     text = path.read_text().replace("/run/secrets/core-broker-password", str(tmp_path / "pw"))
     (tmp_path / "pw").write_text("file-secret\n")
+    for name in ("site-ca.pem", "core-ca.pem", "site.crt", "site.key"):  # files a site installs
+        (tmp_path / name).write_text("-----BEGIN PLACEHOLDER-----\n")
+    text = text.replace("/etc/edge-runtime/", f"{tmp_path}/")
     loaded = parse_config(text, source=str(path), base_dir=path.parent)
     assert loaded.pipelines
 
@@ -109,6 +112,36 @@ password_file = "{secret_file}"
     shown = repr(loaded.plan()) + repr(loaded.site) + caplog.text
     assert "s3cr3t" not in shown
     assert loaded.plan()["site"]["site_broker"]["password"] == "**********"
+
+
+@pytest.mark.parametrize(
+    ("table", "field"),
+    [
+        ('tls = { ca_file = "ca.pem" }', "uplink.broker.tls.ca_file"),
+        ('tls = { cert_file = "c.crt", key_file = "k.key" }', "uplink.broker.tls.cert_file"),
+        ('username = "u"\npassword_file = "pw"', "uplink.broker.password_file"),
+    ],
+)
+def test_broker_files_that_are_missing_are_refused_at_load(
+    table: str, field: str, tmp_path: Path
+) -> None:
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(MINIMAL + "[uplink.broker]\n" + table + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    message = str(info.value)
+    print(message)
+    assert f"[{field}]" in message
+    assert str(tmp_path) in message and "does not exist" in message and "point " in message
+
+
+def test_a_key_file_that_is_a_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "c.crt").write_text("cert")
+    (tmp_path / "k.key").mkdir()
+    cfg = tmp_path / "site.toml"
+    cfg.write_text(MINIMAL + '[site_broker]\ntls = { cert_file = "c.crt", key_file = "k.key" }\n')
+    with pytest.raises(ConfigError, match=r"\[site_broker\.tls\.key_file\] .*k\.key is not a file"):
+        load_config(cfg)
 
 
 def test_missing_secret_says_what_to_do() -> None:

@@ -90,17 +90,22 @@ def is_corruption(exc: sqlite3.Error) -> bool:
     return "malformed" in text or "not a database" in text
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, wal_pages: int | None = None) -> sqlite3.Connection:
     """A connection in WAL mode with ``synchronous=FULL`` that holds the file exclusively.
 
     ``locking_mode=EXCLUSIVE`` keeps the WAL index in process memory (no ``-shm`` file) and
     stops a second runtime from opening the same spool and handing out the same sequence
-    numbers.
+    numbers. A new file is created with ``auto_vacuum=INCREMENTAL``, so that pages freed by
+    deletes can be handed back to a full disk (see ``_room``); on an existing file the pragma
+    changes nothing. ``wal_pages`` sets ``wal_autocheckpoint`` (SQLite's default: 1000).
     """
     # timeout: a runtime restarting while its predecessor still exits gets a moment to wait
     conn = sqlite3.connect(str(path), timeout=1.0, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA locking_mode=EXCLUSIVE")
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        if wal_pages is not None:
+            conn.execute(f"PRAGMA wal_autocheckpoint={int(wal_pages)}")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"journal_mode is {mode!r}, expected 'wal'")
@@ -164,11 +169,16 @@ def write_state(
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of database pages in use (the file minus its free pages)."""
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int((pages - free) * page_size)
+    """Bytes of database pages in use: the file minus its free pages and, in a file with
+    ``auto_vacuum``, minus its pointer-map pages (one per ``page_size / 5`` pages), so that the
+    size cap counts the same data either way."""
+    page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
+    pages = int(conn.execute("PRAGMA page_count").fetchone()[0])
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    maps = 0
+    if pages >= 2 and conn.execute("PRAGMA auto_vacuum").fetchone()[0]:
+        maps = 1 + (pages - 2) // (page_size // 5 + 1)
+    return (pages - free - maps) * page_size
 
 
 def count_by_class(conn: sqlite3.Connection) -> tuple[list[int], int]:

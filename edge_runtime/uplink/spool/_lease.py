@@ -8,7 +8,10 @@ a stream's live records may overtake its own backlog (they carry ``backlog=False
 backlog ones ``backlog=True``, so the core can tell them apart).
 
 Each lane range has a cursor: every id at or below it is leased, sent or gone, so a lease is a
-rowid range scan that starts where the previous one stopped. Only the writer thread uses this.
+rowid range scan that starts where the previous one stopped. Records the core acknowledged but
+a full disk kept from being deleted are *deferred*: they stay leased through every release and
+reset, so they are never sent again, until their delete goes through. Only the writer thread
+uses this.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class LeaseBook:
 
     def __init__(self) -> None:
         self.leased: dict[int, int] = {}  # id -> payload size
+        self.deferred: dict[int, int] = {}  # acknowledged, delete pending: id -> payload size
         self.mark = 0
         self._timeline: deque[tuple[float, int]] = deque(maxlen=200_000)
         self._alert = _Range(0, 0)
@@ -69,8 +73,10 @@ class LeaseBook:
     # -- marks ---------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Forget every lease: all pending records can be leased again, oldest first."""
+        """Forget every lease: all pending records can be leased again, oldest first (but the
+        deferred ones)."""
         self.leased.clear()
+        self.leased.update(self.deferred)
         self._alert.cursor, self._alert.hi = record_id(0, 0), record_id(1, 0) - 1
         self._old.cursor, self._old.hi = record_id(1, 0), record_id(1, self.mark)
         self._live.cursor, self._live.hi = record_id(1, self.mark), record_id(2, 0) - 1
@@ -116,16 +122,21 @@ class LeaseBook:
     def release(self, ids: Iterable[int] | None) -> int:
         """Return leased records to pending; all of them when ``ids`` is None."""
         if ids is None:
-            count = len(self.leased)
+            count = len(self.leased) - len(self.deferred)
             self.reset()
             return count
         count = 0
         for rid in ids:
-            if self.leased.pop(rid, None) is not None:
+            if rid not in self.deferred and self.leased.pop(rid, None) is not None:
                 count += 1
                 rng = self._range_of(rid)
                 rng.cursor = min(rng.cursor, rid - 1)
         return count
+
+    def defer(self, rid: int, size: int) -> None:
+        """The core acknowledged ``rid`` but its delete failed: never lease it again."""
+        self.deferred[rid] = size
+        self.leased[rid] = size
 
     def inserted(self, rid: int) -> None:
         """A record was inserted behind a cursor (compaction): make it leasable."""

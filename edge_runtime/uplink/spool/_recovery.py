@@ -34,6 +34,7 @@ from edge_runtime.uplink.spool._db import (
 )
 from edge_runtime.uplink.spool._ledger import LedgerEntry, clock_floor
 from edge_runtime.uplink.spool._rescue import copy_readable
+from edge_runtime.uplink.spool._room import wal_pages
 from edge_runtime.uplink.spool.config import SpoolConfig
 from edge_runtime.uplink.spool.errors import SpoolError
 from edge_runtime.uplink.spool.records import PRIORITY_SHIFT
@@ -108,7 +109,7 @@ def open_spool(path: Path, config: SpoolConfig, known: Known) -> Opened:
     wal = _side(path, "-wal")
     wal_left = wal.exists() and wal.stat().st_size > 0  # a clean close empties the WAL
     try:
-        conn = connect(path)
+        conn = connect(path, wal_pages(config.reserve_bytes))
     except sqlite3.Error as exc:
         if is_corruption(exc):
             return rebuild(path, config, reason=str(exc), known=known)
@@ -242,7 +243,7 @@ def rebuild(path: Path, config: SpoolConfig, *, reason: str, known: Known) -> Op
     log.error("spool %s is damaged (%s); moving it aside and rebuilding", path, reason)
     try:
         aside = _move_aside(path)
-        conn = connect(path)
+        conn = connect(path, wal_pages(config.reserve_bytes))
         read_state(conn)
     except (OSError, sqlite3.Error) as exc:
         raise SpoolError(f"cannot rebuild the damaged spool: {exc}", path=str(path)) from exc

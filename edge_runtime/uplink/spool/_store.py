@@ -1,9 +1,10 @@
 """The open spool file and what the spool knows about it, for the writer thread alone.
 
 :class:`Store` holds the connection, the committed sequence mark, the side ledger, the lease
-book, the figures and the size cap, and does the SQL work on them: a group's transaction
-(the ledger reserves numbers before the commit that uses them), maintenance transactions,
-leases, and the rebuild of a file that turns out to be damaged while in use.
+book, the figures, the size cap and the room on the disk, and does the SQL work on them: a
+group's transaction (the ledger reserves numbers before the commit that uses them),
+maintenance transactions, leases, the rebuild of a file that turns out to be damaged while in
+use, and the deletes a full disk held back (see ``_room``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from edge_runtime.uplink.spool._ledger import Ledger, ledger_path
 from edge_runtime.uplink.spool._maintenance import Delta, MergeFn, delete_rows, expire
 from edge_runtime.uplink.spool._ops import Ack, Append
 from edge_runtime.uplink.spool._recovery import Known, Opened, open_spool, rebuild
+from edge_runtime.uplink.spool._room import DiskRoom, is_disk_full
 from edge_runtime.uplink.spool.config import SpoolConfig
 from edge_runtime.uplink.spool.errors import SpoolError
 from edge_runtime.uplink.spool.records import PRIORITY_SHIFT, SpoolRecord
@@ -58,12 +60,30 @@ class Store:
         self.ledger = Ledger(ledger_path(path))
         self.book = LeaseBook()
         self.cap = Cap(config, path, merge)
+        self.room = DiskRoom(path, config.reserve_bytes)
 
     # -- the file --------------------------------------------------------------------------
 
     def open(self) -> None:
-        """Open the file: checked, and rebuilt when damaged (see ``_recovery``)."""
+        """Open the file: checked, and rebuilt when damaged (see ``_recovery``). On a full disk
+        the reserve makes room for the open, and the spool starts refusing appends."""
         self.ledger.load()
+        self.room.prepare()
+        try:
+            self._open()
+        except SpoolError as exc:
+            if not is_disk_full(exc):
+                raise
+            if not self.room.enter(exc, everything=True):
+                raise SpoolError(
+                    "the disk is full and no disk reserve is left to open the spool with; free "
+                    "some space on it (the spool needs a few pages to start and drain)",
+                    path=str(self.path),
+                ) from exc
+            self._open()
+
+    def _open(self) -> None:
+        self.close()
         self._adopt(
             open_spool(self.path, self.config, Known(self.ledger.entry, self.ledger.unreadable))
         )
@@ -94,15 +114,21 @@ class Store:
                 conn.close()
 
     def close_clean(self) -> None:
-        """Mark the file clean, checkpoint the WAL, bring the ledger up to date, close."""
+        """Mark the file clean, checkpoint the WAL, bring the ledger up to date, close; then
+        make the disk reserve whole again if the truncated WAL left room for it."""
         conn = self.connection()
         try:
+            self._delete_in_chunks(list(self.book.deferred.items()))
             conn.execute("UPDATE state SET clean = 1")
-            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.error("spool %s: clean close failed (the next open checks it): %s", self.path, exc)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.error("spool %s: the last checkpoint failed: %s", self.path, exc)
         self.note_ledger()
         self.close()
+        self.room.reserve.make()
 
     def connection(self) -> sqlite3.Connection:
         if self.conn is None:
@@ -125,7 +151,10 @@ class Store:
         try:
             self.ledger.note(self.next_seq, sum(self.figures.depth))
         except SpoolError as exc:
-            log.error("spool %s: %s (tried again next round)", self.path, exc)
+            if is_disk_full(exc):
+                self.room.enter(exc)
+            else:
+                log.error("spool %s: %s (tried again next round)", self.path, exc)
 
     # -- transactions ----------------------------------------------------------------------
 
@@ -163,6 +192,16 @@ class Store:
 
     def _delete_acked(self, conn: sqlite3.Connection, acks: list[Ack], delta: Delta) -> list[int]:
         """Delete the acked records; how many of each ack's ids were found."""
+        rows, counts = self._ack_rows(conn, acks)
+        delete_rows(conn, rows, delta, None)
+        delta.acked_ids = [rid for rid, _ in rows]
+        return counts
+
+    def _ack_rows(
+        self, conn: sqlite3.Connection, acks: list[Ack]
+    ) -> tuple[list[tuple[int, int]], list[int]]:
+        """The ``(id, payload size)`` rows of the acked records that exist; how many of each
+        ack's ids were found."""
         leased = self.book.leased
         rows: list[tuple[int, int]] = []
         seen: set[int] = set()
@@ -184,9 +223,58 @@ class Store:
                 rows.append((rid, size))
                 count += 1
             counts.append(count)
-        delete_rows(conn, rows, delta, None)
-        delta.acked_ids = [rid for rid, _ in rows]
+        return rows, counts
+
+    def delete_acks_in_chunks(self, acks: list[Ack]) -> list[int]:
+        """Acks a full disk refused in one transaction: deleted in small ones (few WAL frames
+        each, the WAL checkpointed between them); the records whose delete still fails are
+        held back, never leased again, and deleted once there is room (or at the clean close).
+        Returns how many of each ack's ids were found."""
+        rows, counts = self._ack_rows(self.connection(), acks)
+        deleted = self._delete_in_chunks(rows)
+        held = rows[deleted:]
+        for rid, size in held:
+            self.book.defer(rid, size)
+        self.figures.deferred(len(held))
+        if held:
+            log.warning(
+                "spool %s: the disk is too full to delete %d acknowledged records; they are "
+                "never sent again and are deleted once there is room",
+                self.path,
+                len(held),
+            )
         return counts
+
+    def _delete_in_chunks(self, rows: list[tuple[int, int]]) -> int:
+        """Delete acknowledged ``(id, size)`` rows in transactions of ``room.ack_chunk``; stops
+        at the first that the full disk refuses. Returns how many rows were deleted."""
+        done = 0
+        for start in range(0, len(rows), self.room.ack_chunk):
+            part = rows[start : start + self.room.ack_chunk]
+
+            def work(
+                conn: sqlite3.Connection, delta: Delta, part: list[tuple[int, int]] = part
+            ) -> None:
+                delete_rows(conn, part, delta, None)
+                delta.acked_ids = [rid for rid, _ in part]
+
+            try:
+                self.transaction(work)
+            except sqlite3.Error as exc:
+                if not is_disk_full(exc):
+                    raise
+                break
+            done += len(part)
+        return done
+
+    def upkeep_room(self) -> None:
+        """Each maintenance round: the deletes a full disk held back, and while the disk is
+        full, pages handed back to it until there is room (see ``DiskRoom.recover``)."""
+        held = list(self.book.deferred.items())
+        if held and self._delete_in_chunks(held) < len(held):
+            self.room.enter("deletes held back")
+        if self.room.full:
+            self.room.recover(self.connection())
 
     def _write_state(self, conn: sqlite3.Connection, delta: Delta, next_seq: int) -> None:
         depth = [self.figures.depth[i] + delta.depth[i] for i in range(3)]
@@ -196,6 +284,7 @@ class Store:
         """Apply a committed delta to the lease book and the figures."""
         for rid in delta.acked_ids:
             self.book.leased.pop(rid, None)
+            self.book.deferred.pop(rid, None)
         for rid in delta.inserted_ids:
             self.book.inserted(rid)
         self.figures.apply(

@@ -10,6 +10,10 @@ release, maintenance) that arrives meanwhile closes the group and runs after its
 that reads see committed data only. Before a commit that would use sequence numbers past the
 ledger's reservation, the ledger reserves the next block. Between commits the writer expires
 records past their TTL, keeps the file under its size cap and keeps the ledger current.
+
+A group that fails because the disk is full refuses its appends (``SpoolFullError``, reason
+``disk_full``) and commits its acks alone, with room from the disk reserve; acks that still
+cannot be deleted are held back in memory, never to be sent again (see ``_room``).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from edge_runtime.uplink.spool._db import is_corruption
 from edge_runtime.uplink.spool._encode import encode_rows
 from edge_runtime.uplink.spool._maintenance import MergeFn
 from edge_runtime.uplink.spool._ops import Ack, Append, Call, Gate, Op
+from edge_runtime.uplink.spool._room import is_disk_full
 from edge_runtime.uplink.spool._store import Store
 from edge_runtime.uplink.spool.config import SpoolConfig
 from edge_runtime.uplink.spool.errors import SpoolClosedError, SpoolError, SpoolFullError
@@ -79,12 +84,16 @@ class Writer:
         for suffix in ("", "-wal"):
             with contextlib.suppress(OSError):
                 file_bytes += self.path.with_name(self.path.name + suffix).stat().st_size
+        room = self._store.room
         return self._store.figures.snapshot(
             now=self._clock.time(),
             leased=len(self._store.book.leased),
             full=self._store.cap.full,
             max_bytes=self.config.max_bytes,
             file_bytes=file_bytes,
+            disk_full=room.full,
+            disk_full_events=room.events,
+            reserve_bytes=room.reserve.held(),
         )
 
     # -- the thread ------------------------------------------------------------------------
@@ -111,7 +120,9 @@ class Writer:
             self._loop()
         except Exception as exc:
             log.exception("spool %s: the writer thread failed; the spool refuses work", self.path)
-            self._fail_all(SpoolError(f"the spool writer failed: {exc!r}", path=str(self.path)))
+            error = SpoolError(f"the spool writer failed: {exc!r}", path=str(self.path))
+            self._store.figures.set_error(str(error))
+            self._fail_all(error)
         finally:
             self._store.close()
 
@@ -195,7 +206,10 @@ class Writer:
         self._batch = []
 
     def _refused(self, op: Append) -> bool:
-        """Refuse ``op`` while the spool is full under ``reject_new``."""
+        """Refuse ``op`` while the disk is full, or the spool is full under ``reject_new``."""
+        if self._store.room.full:
+            self._refuse_disk_full([op])
+            return True
         if not self._store.cap.full:
             return False
         op.future.set_exception(
@@ -207,6 +221,18 @@ class Writer:
         )
         self._store.figures.rejected(len(op.items))
         return True
+
+    def _refuse_disk_full(self, appends: list[Append]) -> None:
+        error = SpoolFullError(
+            f"the disk is full ({self._store.room.reason}); the append was refused. Free some "
+            "space on the spool's disk; the spool takes appends again once it has room, and "
+            "goes on sending and deleting what the core acknowledged meanwhile",
+            path=str(self.path),
+            reason="disk_full",
+        )
+        for op in appends:
+            op.future.set_exception(error)
+        self._store.figures.rejected(sum(len(op.items) for op in appends), disk_full=True)
 
     def _encode(self, op: Append, seq: int) -> bool:
         """Encode ``op`` with sequence numbers from ``seq`` on; False (and the op's future
@@ -242,24 +268,10 @@ class Writer:
             return
         encoded = time.perf_counter()
         started = encoded - encode_s  # encoding happened while the group gathered
-        for attempt in (1, 2):
-            try:
-                _, acked = self._store.write_group(appends, acks)
-                break
-            except sqlite3.Error as exc:
-                if attempt == 1 and is_corruption(exc):
-                    try:
-                        self._on_db_error(exc)
-                    except SpoolError as fatal:
-                        self._fail(appends, acks, fatal)
-                        raise  # no file to write to: the writer stops (see run)
-                    appends = self._renumber(appends)  # into the rebuilt file
-                    continue
-                self._fail(appends, acks, SpoolError(f"commit failed: {exc}", path=str(self.path)))
-                return
-            except SpoolError as exc:  # the ledger could not reserve the numbers
-                self._fail(appends, acks, exc)
-                return
+        written = self._write(appends, acks)
+        if written is None:
+            return
+        appends, acked = written
         done = time.perf_counter()
         figures = self._store.figures
         rows = sum(len(op.items) for op in appends)
@@ -283,6 +295,57 @@ class Writer:
             self._notify()
         self._store.check_cap()
 
+    def _write(
+        self, appends: list[Append], acks: list[Ack]
+    ) -> tuple[list[Append], list[int]] | None:
+        """Commit a group: the appends written and how many of each ack's ids were found, or
+        None when it failed (its callers answered). A damaged file is rebuilt and the group
+        written into the new one; on a full disk the appends are refused and the acks go on
+        alone (deferred when even they cannot be written)."""
+        rebuilt = False
+        while True:
+            error: sqlite3.Error | SpoolError
+            try:
+                _, acked = self._store.write_group(appends, acks)
+            except sqlite3.Error as exc:
+                if not rebuilt and is_corruption(exc):
+                    rebuilt = True
+                    try:
+                        self._on_db_error(exc)
+                    except SpoolError as fatal:
+                        self._fail(appends, acks, fatal)
+                        raise  # no file to write to: the writer stops (see run)
+                    appends = self._renumber(appends)  # into the rebuilt file
+                    continue
+                error = exc
+            except SpoolError as exc:  # the ledger could not reserve the numbers
+                error = exc
+            else:
+                self._store.figures.set_error(None)
+                return appends, acked
+            if not is_disk_full(error):
+                failed = (
+                    error
+                    if isinstance(error, SpoolError)
+                    else SpoolError(f"commit failed: {error}", path=str(self.path))
+                )
+                self._store.figures.set_error(str(failed))
+                self._fail(appends, acks, failed)
+                return None
+            room = self._store.room
+            if appends:  # refuse them, release part of the reserve, and try the acks alone
+                room.enter(error)
+                self._refuse_disk_full(appends)
+                appends = []
+                if acks:
+                    continue
+                return None
+            # the acks alone failed: smaller transactions, and what still fails is held back
+            counts = self._store.delete_acks_in_chunks(acks)
+            if self._store.book.deferred:
+                room.enter(error)  # the rest of the reserve, for the next maintenance round
+            return [], counts
+
     def _fail(self, appends: list[Append], acks: list[Ack], error: SpoolError) -> None:
         for append in appends:
             append.future.set_exception(error)
@@ -298,6 +361,10 @@ class Writer:
         except sqlite3.Error as exc:
             error = SpoolError(f"spool operation failed: {exc}", path=str(self.path))
             error.__cause__ = exc
+            if is_disk_full(exc):
+                self._store.room.enter(exc)
+            else:
+                self._store.figures.set_error(str(error))
             try:
                 self._on_db_error(exc)  # a failed rebuild ends the writer (see run)
             finally:
@@ -344,10 +411,14 @@ class Writer:
             return
         self._next_maintenance = now + self.config.maintenance_interval_s
         try:
+            self._store.upkeep_room()
             self._store.expire()
             self._store.check_cap()
         except sqlite3.Error as exc:
-            self._on_db_error(exc)
+            if is_disk_full(exc):
+                self._store.room.enter(exc)
+            else:
+                self._on_db_error(exc)
         self._store.note_ledger()
 
     def shutdown(self) -> None:

@@ -143,6 +143,21 @@ class SpoolConfig(BaseModel):
         gt=0,
         description="How often the writer thread checks the TTL and refreshes backlog figures.",
     )
+    reserve_bytes: int = Field(
+        default=32 * _MIB,
+        ge=0,
+        description=(
+            "Disk space held in a reserve file <path>.reserve beside the spool, so that the "
+            "spool can go on deleting the records the core acknowledged, and a site can start, "
+            "when the disk is full. When the disk fills, new summaries are refused (counted as "
+            "disk_full) and half of the reserve is released (the rest at a start on a full "
+            "disk); it is made again once the disk has room for it, for the WAL and a quarter "
+            "more, and then summaries are taken again. The WAL is checkpointed every "
+            "reserve_bytes / 8 (at most every 1000 pages), so that a checkpoint fits in the "
+            "released half. 0: no reserve (deletes on a full disk are then kept in memory until "
+            "there is room)."
+        ),
+    )
 
     @model_validator(mode="after")
     def _check_ages(self) -> SpoolConfig:

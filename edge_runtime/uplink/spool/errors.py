@@ -19,13 +19,27 @@ class SpoolError(EdgeRuntimeError):
 
 
 class SpoolFullError(SpoolError):
-    """The spool is at its size cap and ``drop_policy = "reject_new"`` refuses new records.
+    """The spool refuses new records; ``reason`` says why, as a short stable label:
+
+    ``spool_full``
+        it is at its size cap and ``drop_policy = "reject_new"``;
+    ``disk_full``
+        the disk under it is full (it still deletes what the core acknowledged, and takes
+        records again once there is room).
 
     ``retry_after`` is a hint in seconds; space frees up as the sender drains the backlog.
     """
 
-    def __init__(self, message: str, *, path: str | None = None, retry_after: float = 1.0):
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str | None = None,
+        retry_after: float = 1.0,
+        reason: str = "spool_full",
+    ):
         self.retry_after = retry_after
+        self.reason = reason
         super().__init__(message, path=path)
 
 

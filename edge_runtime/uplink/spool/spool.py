@@ -134,3 +134,8 @@ class Spool(Component):
 
     def stats(self) -> SpoolStats:
         return self.sync.stats()
+
+    @property
+    def broken(self) -> str | None:
+        """Why the spool refuses all work; None while it works (see :attr:`SyncSpool.broken`)."""
+        return self.sync.broken

@@ -71,7 +71,12 @@ class SpoolStats:
 
     ``recovered_records``: records copied out of a damaged file into its rebuilt replacement;
     ``recoveries``: files rebuilt; records lost to damage are ``dropped["corrupt_records"]``
-    (also :attr:`corrupt_records`).
+    (also :attr:`corrupt_records`). ``full``: at the size cap with ``reject_new``;
+    ``disk_full``: the disk is full (appends refused, counted in ``rejected_disk_full``;
+    ``disk_full_events`` counts the times it filled); ``acks_deferred``: acknowledged records
+    whose delete waited for room; ``reserve_bytes``: the disk reserve held now; ``error``: the
+    last failure of the spool (a commit or a call that failed, the writer stopped), None once
+    a commit succeeds again.
     """
 
     depth: int
@@ -100,6 +105,12 @@ class SpoolStats:
     append_p99_ms: float | None
     full: bool
     extra: Mapping[str, float] = field(default_factory=dict)
+    disk_full: bool = False
+    disk_full_events: int = 0
+    rejected_disk_full: int = 0
+    acks_deferred: int = 0
+    reserve_bytes: int = 0
+    error: str | None = None
 
     @property
     def corrupt_records(self) -> int:
@@ -147,6 +158,8 @@ class Figures:
                 "recovered_records",
                 "recoveries",
                 "rejected_full",
+                "rejected_disk_full",
+                "acks_deferred",
                 "commits",
                 "committed_records",
             ),
@@ -159,6 +172,7 @@ class Figures:
         self._append_latency = LatencyWindow()
         self._drain = RateWindow()
         self._open_check_s = 0.0
+        self._error: str | None = None
 
     def reset(
         self,
@@ -225,16 +239,34 @@ class Figures:
                 self._append_latency.add(done - at)
             self._drain.add(time.monotonic(), acked)
 
-    def rejected(self, count: int) -> None:
+    def rejected(self, count: int, *, disk_full: bool = False) -> None:
         with self._lock:
-            self._counters["rejected_full"] += count
+            self._counters["rejected_disk_full" if disk_full else "rejected_full"] += count
+
+    def deferred(self, count: int) -> None:
+        with self._lock:
+            self._counters["acks_deferred"] += count
+
+    def set_error(self, error: str | None) -> None:
+        """The spool's last failure; None once it works again."""
+        with self._lock:
+            self._error = error
 
     def set_oldest(self, created_at: float | None) -> None:
         with self._lock:
             self.oldest_created = created_at
 
     def snapshot(
-        self, *, now: float, leased: int, full: bool, max_bytes: int, file_bytes: int
+        self,
+        *,
+        now: float,
+        leased: int,
+        full: bool,
+        max_bytes: int,
+        file_bytes: int,
+        disk_full: bool = False,
+        disk_full_events: int = 0,
+        reserve_bytes: int = 0,
     ) -> SpoolStats:
         """The figures as :class:`SpoolStats` (``now``: wall clock, for the oldest age)."""
         with self._lock:
@@ -276,4 +308,10 @@ class Figures:
                     "encode_us_per_record": self._encode_s / max(1, c["appended"]) * 1e6,
                     "write_us_per_record": self._write_s / max(1, c["committed_records"]) * 1e6,
                 },
+                disk_full=disk_full,
+                disk_full_events=disk_full_events,
+                rejected_disk_full=c["rejected_disk_full"],
+                acks_deferred=c["acks_deferred"],
+                reserve_bytes=reserve_bytes,
+                error=self._error,
             )

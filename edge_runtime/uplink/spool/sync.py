@@ -235,3 +235,9 @@ class SyncSpool:
     def stats(self) -> SpoolStats:
         """A snapshot of the backlog and the counters (safe from any thread)."""
         return self._writer.snapshot()
+
+    @property
+    def broken(self) -> str | None:
+        """Why the spool refuses all work (it failed to open, or its writer stopped); None
+        while it works or before it was opened."""
+        return self._gate.broken

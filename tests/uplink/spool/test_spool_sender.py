@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from edge_runtime.broker import MosquittoProcess
 from edge_runtime.errors import TransportError
 from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.sender import Sender
-from edge_runtime.uplink.spool import Priority, Spool, SpoolConfig
+from edge_runtime.uplink.spool import Priority, Spool, SpoolConfig, SpoolError
 from tests.uplink.spool.spool_helpers import (
     Proxy,
     Subscriber,
@@ -238,3 +238,45 @@ async def test_a_link_that_fails_while_up_is_retried_with_backoff(
         await sender.close()  # closing twice is harmless
     assert attempts == [0, 1, 2]
     assert stats.link_downs == 4 and stats.records_sent == 10
+
+
+class _AcksFail(Spool):
+    """A real spool whose acks fail (a disk error other than a full disk)."""
+
+    async def ack(self, ids: Iterable[int]) -> int:
+        del ids
+        raise SpoolError("injected: the delete failed", path=str(self.path))
+
+
+async def test_records_whose_ack_fails_are_not_resent_in_a_loop(
+    spool_config: SpoolConfig, stopped_broker: MosquittoProcess
+) -> None:
+    """The broker acknowledged the records but the spool cannot delete them: they go back and
+    are sent again, but after a backoff (counted as spool_errors), never in a tight loop."""
+    stopped_broker.start()
+    topic = _topic()
+    publisher = TestPublisher(stopped_broker.port)
+    subscriber = Subscriber(stopped_broker.port, topic)
+    config = SenderConfig(topic=topic, max_batch_records=10, max_in_flight=2)
+    watched_s = 3.0
+    async with (
+        _AcksFail(spool_config) as spool,
+        background(publisher.run(), subscriber.run()),
+    ):
+        await spool.append(envelopes(100))
+        await asyncio.wait_for(subscriber.ready.wait(), 10)
+        publisher.gate.set()
+        async with Sender(spool, publisher, config) as sender:
+            await asyncio.sleep(watched_s)
+            stats = sender.stats()
+        await asyncio.sleep(0.3)  # the last messages reach the subscriber
+    # the backoff doubles from 50 ms (each wait at least half of that): at most 8 rounds in 3 s,
+    # each with max_in_flight messages and one more leased as the round fails (a slower machine
+    # only sends fewer); a tight loop sends thousands
+    bound = 8 * (config.max_in_flight + 1)
+    print(
+        f"\nacks failing for {watched_s} s: {subscriber.messages} messages sent (bound {bound}), "
+        f"{stats.records_sent} records, spool errors {stats.spool_errors}"
+    )
+    assert 1 <= stats.spool_errors <= 8
+    assert 1 <= subscriber.messages <= bound
