@@ -16,6 +16,7 @@ from edge_runtime.broker import MosquittoProcess
 from edge_runtime.config import LoadedConfig, parse_config
 from edge_runtime.runtime import SiteRuntime
 from edge_runtime.uplink import Envelope, decode_envelopes
+from edge_runtime.uplink.acks import encode_ack, seq_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -111,14 +112,25 @@ async def running_site(loaded: LoadedConfig) -> AsyncIterator[RunningSite]:
 
 
 class Collector:
-    """Subscribes on the core broker and keeps every envelope that arrives."""
+    """Subscribes on the core broker and keeps every envelope that arrives.
+
+    It stands in for the core: with ``ack`` (the default) it acknowledges what it received to
+    each site's ``edge/{site}/acks``, as the core receiver does once it has stored it, so that
+    a site with ``delivery = "core"`` deletes the records from its spool.
+    """
 
     def __init__(
-        self, broker: MosquittoProcess, topic: str = "edge/#", *, client_id: str | None = None
+        self,
+        broker: MosquittoProcess,
+        topic: str = "edge/#",
+        *,
+        client_id: str | None = None,
+        ack: bool = True,
     ) -> None:
         self.broker = broker
         self.topic = topic
         self.client_id = client_id  # set: a persistent session that survives broker restarts
+        self.ack = ack
         self.envelopes: list[Envelope] = []
         self.messages = 0
         self._task: asyncio.Task[None] | None = None
@@ -137,12 +149,25 @@ class Collector:
                     self._ready.set()
                     async for message in client.messages:
                         assert isinstance(message.payload, bytes)
+                        if message.topic.value.endswith("/acks"):
+                            continue  # what we (or a core) acknowledged
                         self.messages += 1
-                        self.envelopes.extend(decode_envelopes(message.payload))
+                        envelopes = decode_envelopes(message.payload)
+                        self.envelopes.extend(envelopes)
+                        if self.ack:
+                            await self._acknowledge(client, envelopes)
             except aiomqtt.MqttError:
                 if self.client_id is None:
                     raise
                 await asyncio.sleep(0.1)  # the broker is restarting: come back to the session
+
+    @staticmethod
+    async def _acknowledge(client: aiomqtt.Client, envelopes: list[Envelope]) -> None:
+        sites: dict[str, list[int]] = {}
+        for env in envelopes:
+            sites.setdefault(env.site, []).append(env.seq)
+        for site, seqs in sites.items():
+            await client.publish(f"edge/{site}/acks", encode_ack(site, seq_ranges(seqs)), qos=1)
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run(), name="collector")

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from edge_runtime.types import Summary
+from edge_runtime.types import RawMessage, Summary
 
 __all__ = ["Uplink"]
 
@@ -17,7 +17,9 @@ class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
     An async context manager, e.g. a :class:`~edge_runtime.lifecycle.Component` (the spooled
     uplink opens its file there). ``submit`` returns once the summaries are *accepted*: for the
     spooled uplink that means on disk; ``run`` sends until cancelled; ``drain`` is the shutdown
-    step.
+    step. ``receive`` takes what arrives on the uplink link's subscriptions (the core's
+    acknowledgements); ``ready`` says whether summaries are getting through ("connected and
+    acknowledgements flowing"), with the reason, for ``/readyz``.
     """
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
@@ -25,5 +27,9 @@ class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
     async def run(self) -> None: ...
 
     async def drain(self, timeout: float) -> int: ...
+
+    def receive(self, message: RawMessage) -> None: ...
+
+    def ready(self) -> tuple[bool, str]: ...
 
     def stats(self) -> dict[str, Any]: ...
