@@ -102,6 +102,7 @@ class MqttLink(Component):
         self._backoff = Backoff(config.reconnect_min_s, config.reconnect_max_s)
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._kick: asyncio.Future[str] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -161,7 +162,7 @@ class MqttLink(Component):
                     self.client_id,
                     self.config.transport,
                 )
-                reason = await connection.wait_lost()
+                reason = await self._wait_lost_or_kicked(connection)
                 self.last_error = reason
                 self.disconnects += 1
                 log.warning("%s broker connection lost: %s", self.role, reason)
@@ -198,6 +199,28 @@ class MqttLink(Component):
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _wait_lost_or_kicked(self, connection: Connection) -> str:
+        kick: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._kick = kick
+        lost = asyncio.ensure_future(connection.wait_lost())
+        try:
+            await asyncio.wait((lost, kick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._kick = None
+            if not lost.done():
+                lost.cancel()
+        if lost.done() and not lost.cancelled():
+            return lost.result()
+        return kick.result()
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection and connect again (per the backoff): held messages go
+        without their PUBACK, so the broker delivers them again to the persistent session.
+        The connection counts as lost (``disconnects``) with ``reason``."""
+        kick = self._kick
+        if kick is not None and not kick.done():
+            kick.set_result(f"dropped on purpose: {reason}")
 
     async def _close_connection(self, connection: Connection) -> None:
         dropped = len(self._held)

@@ -51,9 +51,7 @@ class Unacked:
         self._clock = clock
         self._sent: collections.OrderedDict[int, _Entry] = collections.OrderedDict()
         # seq -> (rid, tries): sent, unacknowledged, back in the spool to be sent again
-        self._returned: collections.OrderedDict[int, tuple[int, int]] = (
-            collections.OrderedDict()
-        )
+        self._returned: collections.OrderedDict[int, tuple[int, int]] = collections.OrderedDict()
         self._latencies: collections.deque[float] = collections.deque(maxlen=_LATENCY_SAMPLES)
         self.acked = 0
         self.unknown = 0
