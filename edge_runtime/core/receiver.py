@@ -14,8 +14,10 @@ publish acknowledgements (then this receiver's SQLite index). Only then does it
    deletes a spooled summary only on that acknowledgement.
 
 The inbox is bounded (``inbox_messages``; the broker is told so with MQTT 5's receive
-maximum): should a broker send more, the connection is dropped without the held PUBACKs and
-the broker delivers again (counted as ``inbox_overflow``). A store that fails (disk, JetStream
+maximum): should a broker send more (mosquitto 2.0 keeps to it only for its first burst),
+the rest of that connection's messages are refused, held without PUBACK; once the inbox is
+stored and acknowledged, the core reconnects and the broker delivers them again (counted as
+``inbox_overflow`` and ``inbox_refused``). A store that fails (disk, JetStream
 away) is retried with backoff; nothing of the round is acknowledged meanwhile.
 
 Per-site gap accounting (:class:`~edge_runtime.core.progress.SiteProgress`) counts missing,
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import os
 import signal
@@ -90,6 +93,7 @@ class CoreReceiver:
         self._stored_all = False  # the worker has stored the last round (stopping)
         self._wake = asyncio.Event()
         self._ack_wake = asyncio.Event()
+        self._acks_idle = asyncio.Event()  # nothing to acknowledge, nothing in flight
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._final: dict[str, Any] | None = None  # the status as the store closed
@@ -110,18 +114,20 @@ class CoreReceiver:
         if not self._accepting:
             self.counters["refused_stopping"] += 1
             return  # held without PUBACK: delivered again to the next run
-        if link.connects == self._refuse_connection:
+        if link.attempt == self._refuse_connection:
             self.counters["inbox_refused"] += 1
             return  # held without PUBACK: the broker delivers it again after the reconnect
         if len(self._inbox) >= self.config.inbox_messages:
+            # refuse the rest of this connection (their PUBACKs would otherwise go out with
+            # those of later messages); once the inbox is stored, _work reconnects
             self.counters["inbox_overflow"] += 1
-            self._refuse_connection = link.connects
+            self.counters["inbox_refused"] += 1
+            self._refuse_connection = link.attempt
             log.warning(
-                "inbox full (%d messages): dropping the broker connection so that the broker "
-                "delivers the unstored messages again",
+                "inbox full (%d messages): the rest of this connection's messages wait with "
+                "the broker until the inbox is stored",
                 len(self._inbox),
             )
-            link.reconnect("the core's inbox is full")
             return
         self._inbox.append(message)
         if message.dup:
@@ -232,6 +238,15 @@ class CoreReceiver:
                     continue
                 backoff.reset()
                 break
+            link = self.link
+            assert link is not None
+            if not inbox and link.attempt == self._refuse_connection:
+                # let the sites' acknowledgements out first: a site whose ack is lost sends
+                # again, which costs a duplicate
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_ACK_TIMEOUT_S):
+                        await self._acks_idle.wait()
+                link.reconnect("to have the messages refused by the full inbox delivered again")
 
     def _decode(self, batch: list[RawMessage]) -> list[Envelope]:
         envelopes: list[Envelope] = []
@@ -262,6 +277,7 @@ class CoreReceiver:
         for env in envelopes:
             self._acks.setdefault(env.site, []).append(env.seq)
         if envelopes:
+            self._acks_idle.clear()
             self._ack_wake.set()
         if self.forwarder is not None and self.config.store == "sqlite" and fresh:
             await self._forward(fresh)
@@ -332,8 +348,10 @@ class CoreReceiver:
                 if self._stored_all:
                     return
                 self._ack_wake.clear()
+                self._acks_idle.set()
                 await self._ack_wake.wait()
                 continue
+            self._acks_idle.clear()
             acks, self._acks = self._acks, {}
             await asyncio.gather(*(self._ack_site(site, seqs) for site, seqs in acks.items()))
 
