@@ -13,7 +13,8 @@ __all__ = ["CoreConfig", "NatsForwardConfig"]
 
 
 def _core_broker() -> BrokerConfig:
-    return BrokerConfig(transport="gmqtt", protocol="5")
+    # one client, not a fleet: it may come back quickly after a broker restart
+    return BrokerConfig(transport="gmqtt", protocol="5", reconnect_max_s=5.0)
 
 
 class NatsForwardConfig(BaseModel):
