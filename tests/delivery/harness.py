@@ -323,10 +323,10 @@ def core_stored(db_path: Path, site: str, accepted: int) -> Stored:
         seqs = [s for (s,) in db.execute("SELECT seq FROM summaries WHERE site = ?", (site,))]
     finally:
         db.close()
-    return _compare(seqs, accepted)
+    return compare_seqs(seqs, accepted)
 
 
-def _compare(seqs: list[int], accepted: int) -> Stored:
+def compare_seqs(seqs: list[int], accepted: int) -> Stored:
     counts: dict[int, int] = {}
     for seq in seqs:
         counts[seq] = counts.get(seq, 0) + 1
