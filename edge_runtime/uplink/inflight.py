@@ -40,6 +40,7 @@ class _Entry:
     published: float
     pubacked: float | None
     tries: int
+    connection: int
 
 
 class Unacked:
@@ -66,9 +67,10 @@ class Unacked:
         """How many more records may be sent before the bound."""
         return self.limit - len(self._sent)
 
-    def sending(self, records: Sequence[tuple[int, int]]) -> list[bool]:
-        """Register ``(seq, rid)`` pairs about to be published, in send order; returns, per
-        record, whether it is a resend."""
+    def sending(self, records: Sequence[tuple[int, int]], connection: int = 0) -> list[bool]:
+        """Register ``(seq, rid)`` pairs about to be published, in send order, on the link's
+        ``connection`` (its count of connections made); returns, per record, whether it is
+        a resend."""
         now = self._clock()
         sent, returned = self._sent, self._returned
         flags = []
@@ -78,7 +80,7 @@ class Unacked:
             old = sent.pop(seq, None)  # sent again while still in the book: keep its tries
             if old is not None:
                 tries = max(tries, old.tries)
-            sent[seq] = _Entry(rid, now, None, tries)
+            sent[seq] = _Entry(rid, now, None, tries, connection)
             flags.append(back is not None or old is not None)
         self.resent += sum(flags)
         return flags
@@ -140,6 +142,21 @@ class Unacked:
             seq, entry = next(iter(sent.items()))
             deadline = self._deadline(entry)
             if deadline is None or deadline > now:
+                break
+            sent.popitem(last=False)
+            self._return(seq, entry)
+            out.append(entry.rid)
+        return out
+
+    def sent_before(self, connection: int) -> list[int]:
+        """Take back the records the broker acknowledged on an earlier connection than
+        ``connection`` (a prefix of the send order): a broker that lost its state with that
+        connection may have lost them."""
+        out: list[int] = []
+        sent = self._sent
+        while sent:
+            seq, entry = next(iter(sent.items()))
+            if entry.connection >= connection or entry.pubacked is None:
                 break
             sent.popitem(last=False)
             self._return(seq, entry)

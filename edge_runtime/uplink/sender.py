@@ -179,7 +179,7 @@ class Sender(Component):
         self._sent = asyncio.Event()
         self._core = config.delivery == "core"
         self._unacked = Unacked(config.ack_timeout_s, config.max_unacked, time.monotonic)
-        self._link_generation = link_generation
+        self._generation: Callable[[], int] = link_generation or (lambda: 0)
         self._to_delete: list[int] = []  # acknowledged record ids, for the spool
         self._acked = asyncio.Event()  # records to delete
         self._room = asyncio.Event()  # records left the unacknowledged book
@@ -272,19 +272,16 @@ class Sender(Component):
         """Send again what the core has not acknowledged in time, or at all before the link
         reconnected."""
         unacked = self._unacked
-        generation = self._link_generation() if self._link_generation else 0
+        generation = self._generation
         tick = min(_WATCH_TICK_S, self.config.ack_timeout_s / 4)
         while True:
             deadline = unacked.next_deadline()
             wait = tick if deadline is None else min(tick, deadline - time.monotonic())
             await asyncio.sleep(max(wait, 0.0))
-            rids: list[int] = []
-            why = "timeout"
-            if self._link_generation is not None and self._link_generation() != generation:
-                generation = self._link_generation()
-                rids = unacked.return_all(pubacked_only=True)
-                why = "reconnect"
-            else:
+            why = "reconnect"
+            rids = unacked.sent_before(generation())
+            if not rids:
+                why = "timeout"
                 rids = unacked.expired()
             if not rids:
                 continue
@@ -373,7 +370,12 @@ class Sender(Component):
                 except BaseException:
                     slots.release()
                     raise
-                group.create_task(self._send(records, slots), name="spool-publish")
+                resent: list[bool] = []
+                if self._core:  # in the book before the next lease looks at its room
+                    resent = self._unacked.sending(
+                        [(r.seq, r.id) for r in records], self._generation()
+                    )
+                group.create_task(self._send(records, resent, slots), name="spool-publish")
 
     async def _next_batch(self) -> list[SpoolRecord]:
         config = self.config
@@ -418,12 +420,11 @@ class Sender(Component):
             envelopes = [e.as_resent() if f else e for e, f in pairs]
         return encode_envelopes(envelopes, "json")
 
-    async def _send(self, records: list[SpoolRecord], slots: asyncio.Semaphore) -> None:
+    async def _send(
+        self, records: list[SpoolRecord], resent: list[bool], slots: asyncio.Semaphore
+    ) -> None:
         self._in_flight += 1
         try:
-            resent: list[bool] = []
-            if self._core:
-                resent = self._unacked.sending([(r.seq, r.id) for r in records])
             payload = self._message(records, resent)
             try:
                 async with asyncio.timeout(self.config.publish_timeout_s):
