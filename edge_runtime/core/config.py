@@ -18,8 +18,7 @@ def _core_broker() -> BrokerConfig:
 
 
 class NatsForwardConfig(BaseModel):
-    """NATS JetStream: the store of record (store = "nats"), or where summaries stored in
-    SQLite are forwarded to.
+    """NATS JetStream: the store of record (store = "nats"), or a forward after SQLite.
 
     JetStream writes to disk lazily by default (``sync_interval`` 2 min), and acknowledges a
     publish before the write reaches the disk: a power cut loses what it acknowledged. With

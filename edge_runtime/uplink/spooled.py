@@ -153,7 +153,7 @@ class SpooledUplink(Component):
             "drain_failures": sender.link_downs,
             "publish_failures": sender.publish_failures,
             "unacked": sender.unacked,
-            "oldest_unacked_age_s": sender.oldest_unacked_age_s,
+            "oldest_unacked_age_s": sender.oldest_unacked_age_s or 0.0,
             "core_acked": sender.core_acked,
             "resent": sender.resent,
             "acks": sender.acks,
