@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from edge_runtime.errors import DecodeError
 
@@ -144,6 +145,7 @@ class Summary:
 
 
 ENVELOPE_SCHEMA = 1
+_JSON_HEAD = b'{"schema":%d,' % ENVELOPE_SCHEMA
 
 
 def envelope_id(site: str, summary: Summary) -> str:
@@ -238,6 +240,15 @@ class Envelope:
                 continue
             doc[codec.name] = codec.encode(value)
         return doc
+
+    def to_json(self) -> bytes:
+        """The wire document as JSON, several times faster than ``orjson.dumps(to_dict())``:
+        orjson serialises the dataclass itself (NaN and infinities become null, as in
+        :meth:`to_dict`), behind ``schema``; every field is written, ``resent`` too."""
+        try:
+            return _JSON_HEAD + orjson.dumps(self)[1:]
+        except TypeError:  # a mapping orjson does not know (not a dict): the long way
+            return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Envelope:

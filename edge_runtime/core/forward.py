@@ -16,8 +16,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import orjson
-
 from edge_runtime.core.config import NatsForwardConfig
 from edge_runtime.errors import EdgeRuntimeError, UplinkError
 from edge_runtime.lifecycle import Component
@@ -96,7 +94,7 @@ class NatsForwarder(Component):
                     futures.append(
                         await js.publish_async(
                             self.subject(env),
-                            orjson.dumps(env.to_dict()),
+                            env.to_json(),
                             headers={"Nats-Msg-Id": env.id},
                         )
                     )

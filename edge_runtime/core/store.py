@@ -109,7 +109,7 @@ class SummaryStore:
                 int(env.replayed),
                 env.created_at,
                 received_at,
-                orjson.dumps(env.to_dict()),
+                env.to_json(),
             )
             for env in fresh
         ]
