@@ -16,9 +16,10 @@ Backlog records are sent flagged ``backlog=True`` behind alerts and live data, a
 With ``delivery = "core"`` a PUBACK only starts a timer: records stay leased until the core's
 acknowledgement (:meth:`Sender.on_ack`, see :mod:`edge_runtime.uplink.acks`) names them, and
 at most ``max_unacked`` are out at once (:class:`~edge_runtime.uplink.inflight.Unacked`).
-Records the core has not acknowledged ``ack_timeout_s`` after their PUBACK, and all of them
-after a reconnect of the link, go back to the spool and are sent again flagged ``resent``,
-in lease order, before newer records of their lane.
+Records the core has not acknowledged ``ack_timeout_s`` after their PUBACK (doubling with each
+try), and after a reconnect those the broker took on an earlier connection, go back to the
+spool and are sent again flagged ``resent``, in lease order, before newer records of their
+lane. A link failure returns every leased record, as before.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ QOS = 1
 # error) is retried after a backoff, so the sender does not spin.
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 5.0
-# how often the acknowledgement watchdog looks for a reconnect it was not told about
+# how often the acknowledgement watchdog looks for a reconnect (the link's connection count)
 _WATCH_TICK_S = 0.5
 
 
