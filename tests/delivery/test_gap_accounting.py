@@ -5,6 +5,7 @@ missing number, and the same after a restart (rebuilt from the store)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -66,16 +67,21 @@ async def test_missing_from_seq_1_duplicates_and_late_apart(
                     acked.extend(decode_ack(message.payload).ranges)
 
             collecting = asyncio.create_task(collect_acks())
-            await publish(core_broker.port, envelopes(*range(11, 31)))
-            await publish(core_broker.port, [e.as_resent() for e in envelopes(*range(15, 20))])
-            late = [replace(e, backlog=True) for e in envelopes(5)]
-            await publish(core_broker.port, [*late, *envelopes(40)])
-            async with asyncio.timeout(20):
-                while status(core)["counters"].get("envelopes", 0) < 27:
-                    await asyncio.sleep(0.1)
-                while sum(hi - lo + 1 for lo, hi in acked) < 27:
-                    await asyncio.sleep(0.1)
-            collecting.cancel()
+            try:
+                await publish(core_broker.port, envelopes(*range(11, 31)))
+                again = [e.as_resent() for e in envelopes(*range(15, 20))]
+                await publish(core_broker.port, again)
+                late = [replace(e, backlog=True) for e in envelopes(5)]
+                await publish(core_broker.port, [*late, *envelopes(40)])
+                async with asyncio.timeout(20):
+                    while status(core)["counters"].get("envelopes", 0) < 27:
+                        await asyncio.sleep(0.1)
+                    while sum(hi - lo + 1 for lo, hi in acked) < 27:
+                        await asyncio.sleep(0.1)
+            finally:
+                collecting.cancel()
+                with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                    await collecting
         site = status(core)["sites"][SITE]
         _, body = http_get(core.http_port or 0, "/metrics")
         metrics = body.decode()
