@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from edge_runtime.errors import DecodeError
 
@@ -144,6 +145,7 @@ class Summary:
 
 
 ENVELOPE_SCHEMA = 1
+_JSON_HEAD = b'{"schema":%d,' % ENVELOPE_SCHEMA
 
 
 def envelope_id(site: str, summary: Summary) -> str:
@@ -181,6 +183,10 @@ class Envelope:
     backlog: bool = False
     replayed: bool = False
     attrs: Mapping[str, Any] = field(default_factory=dict)
+    resent: bool = field(default=False, metadata={"omit_default": True})
+    """Set by the site on a record it sends again because the core has not acknowledged it
+    (after ``uplink.ack_timeout_s`` or a reconnect); the core counts these. Transport
+    metadata: not part of the id, and absent from the wire document when false."""
 
     @classmethod
     def wrap(
@@ -220,13 +226,29 @@ class Envelope:
     def as_backlog(self) -> Envelope:
         return replace(self, backlog=True)
 
+    def as_resent(self) -> Envelope:
+        return replace(self, resent=True)
+
     def to_dict(self) -> dict[str, Any]:
         """The wire document: ``schema``, then every field in declaration order (mappings as
-        plain dicts; a NaN or infinite stat as None)."""
+        plain dicts; a NaN or infinite stat as None). A field marked ``omit_default`` is left
+        out while it holds its default."""
         doc: dict[str, Any] = {"schema": ENVELOPE_SCHEMA}
         for codec in _ENVELOPE_CODECS:
-            doc[codec.name] = codec.encode(getattr(self, codec.name))
+            value = getattr(self, codec.name)
+            if codec.omit_default and codec.default is not None and value == codec.default():
+                continue
+            doc[codec.name] = codec.encode(value)
         return doc
+
+    def to_json(self) -> bytes:
+        """The wire document as JSON, several times faster than ``orjson.dumps(to_dict())``:
+        orjson serialises the dataclass itself (NaN and infinities become null, as in
+        :meth:`to_dict`), behind ``schema``; every field is written, ``resent`` too."""
+        try:
+            return _JSON_HEAD + orjson.dumps(self)[1:]
+        except TypeError:  # a mapping orjson does not know (not a dict): the long way
+            return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_dict(cls, doc: Mapping[str, Any]) -> Envelope:
@@ -265,6 +287,8 @@ class _FieldCodec:
     decode: Callable[[Any], Any]
     default: Callable[[], Any] | None
     """What a missing field becomes; None: the field is required."""
+    omit_default: bool = False
+    """Left out of the wire document while it holds its default (flags added later)."""
 
 
 def _field_codecs(cls: type[Any]) -> tuple[_FieldCodec, ...]:
@@ -291,7 +315,8 @@ def _field_codecs(cls: type[Any]) -> tuple[_FieldCodec, ...]:
             default = f.default_factory
         elif f.default is not MISSING:
             default = functools.partial(_same, f.default)
-        codecs.append(_FieldCodec(f.name, encode, decode, default))
+        omit = bool(f.metadata.get("omit_default", False))
+        codecs.append(_FieldCodec(f.name, encode, decode, default, omit))
     return tuple(codecs)
 
 

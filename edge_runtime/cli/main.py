@@ -20,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
 from edge_runtime import __version__
 from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
 from edge_runtime.ops.stats import RuntimeStats
 from edge_runtime.pipelines.registry import default_registry
@@ -182,25 +183,35 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_core(args: argparse.Namespace) -> int:
     from edge_runtime.core import CoreConfig, CoreReceiver  # noqa: PLC0415
     from edge_runtime.core.config import NatsForwardConfig  # noqa: PLC0415
+    from edge_runtime.core.receiver import CRASH_AFTER_ENV  # noqa: PLC0415
 
     config = load_model(CoreConfig, args.config) if args.config else CoreConfig()
     updates: dict[str, Any] = {}
+    broker: dict[str, Any] = {}
     if args.broker:
         host, _, port = args.broker.rpartition(":")
-        updates["broker"] = config.broker.model_copy(
-            update={"host": host or "127.0.0.1", "port": int(port)}
-        )
+        broker.update(host=host or "127.0.0.1", port=int(port))
+    if args.client_id:
+        broker["client_id"] = args.client_id
+    if broker:
+        updates["broker"] = config.broker.model_copy(update=broker)
     if args.db:
         updates["database"] = Path(args.db)
     if args.nats:
-        updates["nats"] = NatsForwardConfig(url=args.nats)
-    if args.http_port is not None:
-        updates["http_port"] = args.http_port
-    config = config.model_copy(update=updates)
+        base = config.nats or NatsForwardConfig()
+        updates["nats"] = base.model_copy(update={"url": args.nats})
+    given = {n: getattr(args, n) for n in ("store", "share_group", "http_port")}
+    given = {n: v for n, v in given.items() if v is not None}
+    try:
+        CoreConfig.model_validate(given)  # model_copy below does not check them
+    except ValidationError as exc:
+        raise ConfigError(str(exc), source="the command line") from exc
+    config = config.model_copy(update={**updates, **given})
     setup_logging(args.log_format, "INFO")
+    crash_after = os.environ.get(CRASH_AFTER_ENV)
 
     async def serve() -> None:
-        receiver = CoreReceiver(config)
+        receiver = CoreReceiver(config, crash_after=int(crash_after) if crash_after else None)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):
@@ -287,7 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="core config (TOML, see docs/config-reference.md)")
     p.add_argument("--broker", help="core broker as HOST:PORT (overrides the config)")
     p.add_argument("--db", help="SQLite database path (overrides the config)")
-    p.add_argument("--nats", help="forward to NATS JetStream at this URL")
+    p.add_argument("--nats", help="NATS JetStream URL (the store of record with --store nats)")
+    p.add_argument(
+        "--store",
+        choices=["sqlite", "nats"],
+        help="the store of record whose durable write the acknowledgement to the site follows",
+    )
+    p.add_argument(
+        "--share-group",
+        help="share the sites' traffic with other receivers ($share/<group>/...); give each "
+        "its own --client-id",
+    )
+    p.add_argument("--client-id", help="MQTT client id (the persistent session is keyed by it)")
     p.add_argument("--http-port", type=int, help="port of /status and /metrics (0 = free)")
     p.add_argument("--log-format", choices=["json", "text"], default="json")
     p.set_defaults(func=cmd_core)

@@ -11,6 +11,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from edge_runtime.config.models import SiteConfig
+from edge_runtime.core.config import CoreConfig
 from edge_runtime.pipelines.registry import PluginRegistry
 
 __all__ = ["config_reference"]
@@ -34,11 +35,10 @@ def _default(field: FieldInfo) -> str:
     if field.default is not PydanticUndefined:
         return f"`{field.default!r}`" if not isinstance(field.default, BaseModel) else "(table)"
     if field.default_factory is not None:
-        return (
-            "(table)"
-            if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
-            else "`[]`"
-        )
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            return "(table)"
+        value = field.default_factory()  # type: ignore[call-arg]
+        return "(table)" if isinstance(value, BaseModel) else f"`{value!r}`"
     return "**required**"
 
 
@@ -87,4 +87,10 @@ def config_reference(registry: PluginRegistry) -> str:
         if cls.__doc__:
             out.append(cls.__doc__.strip() + "\n")
         _section(cls.config_model, f"pipelines[type={type_name}]", out, seen)
+    out.append("\n## Core receiver\n")
+    out.append(
+        "The config file of `edge-runtime core -c FILE` (one TOML file; unknown fields are "
+        "rejected). The command line's options override it."
+    )
+    _section(CoreConfig, "", out, set())
     return "\n".join(out) + "\n"

@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.mqtt.config import BrokerConfig
 
 __all__ = ["CoreConfig", "NatsForwardConfig"]
 
 
+def _core_broker() -> BrokerConfig:
+    # one client, not a fleet: it may come back quickly after a broker restart
+    return BrokerConfig(transport="gmqtt", protocol="5", reconnect_max_s=5.0)
+
+
 class NatsForwardConfig(BaseModel):
-    """Forwarding of accepted summaries to NATS JetStream."""
+    """NATS JetStream: the store of record (store = "nats"), or a forward after SQLite.
+
+    JetStream writes to disk lazily by default (``sync_interval`` 2 min), and acknowledges a
+    publish before the write reaches the disk: a power cut loses what it acknowledged. With
+    store = "nats" the server must run with ``jetstream { sync_interval: always }`` (nats-server
+    2.10 and later) so that its acknowledgement, which the core passes on to the site, means
+    the summary is on disk; the core cannot check this from the client side.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -29,21 +42,63 @@ class NatsForwardConfig(BaseModel):
     duplicate_window_s: float = Field(
         default=3600.0,
         gt=0,
-        description="JetStream's own de-duplication window (the envelope id is the message id).",
+        description="JetStream's own de-duplication window (the envelope id is the message "
+        "id, Nats-Msg-Id). Make it longer than a site may take to send a summary again (its "
+        "uplink.ack_timeout_s backoff, or a site outage): within it a summary two receivers "
+        "both took is stored once.",
+    )
+    publish_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="How long a batch may wait for JetStream's acknowledgements before the "
+        "batch counts as failed and is tried again (nothing is acknowledged meanwhile).",
     )
 
 
 class CoreConfig(BaseModel):
-    """The core receiver: where summaries arrive, where they are kept, where they go next."""
+    """The core receiver: where summaries arrive, where they are kept, where they go next.
+
+    A summary counts as delivered (the core acknowledges it to its site on ``ack_topic``) only
+    once the store of record has it durably: the SQLite database committed with
+    ``synchronous=FULL``, or JetStream's publish acknowledgement. The core's own PUBACK of
+    the uplink message follows the same commit, so the broker delivers again what a core
+    that crashed in between never stored.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     broker: BrokerConfig = Field(
-        default_factory=BrokerConfig, description="The core broker the sites publish to."
+        default_factory=_core_broker,
+        description="The core broker the sites publish to. The core holds each message's "
+        "PUBACK until the message is stored, which needs transport = 'gmqtt' (the default "
+        "here; 'aiomqtt' is refused); protocol '5' (the default here) lets the core bound "
+        "what the broker sends before the PUBACKs (receive_maximum = inbox_messages). Keep "
+        "clean_start = false and a stable client_id: the persistent session holds what "
+        "arrives while the core is away.",
     )
     topics: list[str] = Field(
         default_factory=lambda: ["edge/+/summaries", "edge/+/alerts"],
         description="Topic filters carrying site envelopes.",
+    )
+    share_group: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Subscribe through the MQTT shared subscription '$share/<group>/<filter>' "
+        "so that several receivers (each its own client_id) split the sites' traffic. Use it "
+        "with store = 'nats': each receiver's SQLite then holds only its share, and so does "
+        "its /status view of gaps.",
+    )
+    ack_topic: str = Field(
+        default="edge/{site_id}/acks",
+        description="Where the core acknowledges stored summaries to each site ('{site_id}' is "
+        "replaced), QoS 1; must match the sites' uplink.ack_topic.",
+    )
+    store: Literal["sqlite", "nats"] = Field(
+        default="sqlite",
+        description="The store of record, whose durable write the acknowledgement to the site "
+        "follows: 'sqlite' (database, committed with synchronous=FULL) or 'nats' (JetStream, "
+        "see [nats]; the SQLite database then keeps this receiver's index of what it stored, "
+        "for duplicates and gaps, committed with synchronous=NORMAL).",
     )
     database: Path = Field(
         default=Path("./var/core/summaries.db"),
@@ -51,9 +106,60 @@ class CoreConfig(BaseModel):
     )
     nats: NatsForwardConfig | None = Field(
         default=None,
-        description="Forward each accepted summary to NATS JetStream; unset: SQLite only.",
+        description="NATS JetStream: with store = 'nats' the store of record (default settings "
+        "when unset); with store = 'sqlite', where each stored summary is forwarded after the "
+        "commit; unset: SQLite only.",
+    )
+    inbox_messages: int = Field(
+        default=256,
+        ge=1,
+        le=65535,
+        description="Most uplink messages received and not yet stored. The broker is told so "
+        "(MQTT 5 receive maximum); should a broker send more, the core drops its connection "
+        "and the broker delivers the messages again (counted as inbox_overflow).",
     )
     http_host: str = Field(default="127.0.0.1", description="Address of the status endpoint.")
     http_port: int = Field(
         default=9109, ge=0, le=65535, description="Port of /metrics and /status; 0 = free port."
     )
+
+    @field_validator("broker", mode="after")
+    @classmethod
+    def _holding_broker(cls, broker: BrokerConfig) -> BrokerConfig:
+        given = broker.model_fields_set
+        if "transport" not in given:
+            broker = broker.model_copy(update={"transport": "gmqtt"})
+        if "protocol" not in given:
+            broker = broker.model_copy(update={"protocol": "5"})
+        if broker.transport != "gmqtt":
+            raise ValueError(
+                "the core receiver holds each PUBACK until the summaries are stored, which "
+                "needs transport = 'gmqtt' (or leave transport unset)"
+            )
+        if broker.clean_start:
+            raise ValueError(
+                "the core receiver needs a persistent session (clean_start = false): the broker "
+                "keeps what arrives while the core is away, and delivers again what it never "
+                "acknowledged"
+            )
+        return broker
+
+    @model_validator(mode="after")
+    def _check(self) -> CoreConfig:
+        if "+" in self.ack_topic or "#" in self.ack_topic:
+            raise ValueError("ack_topic must be a topic name, not a filter (no + or #)")
+        if "{site_id}" not in self.ack_topic:
+            raise ValueError("ack_topic must name the site: put '{site_id}' in it")
+        return self
+
+    @property
+    def jetstream(self) -> NatsForwardConfig | None:
+        """The JetStream settings in use (the defaults when store = 'nats' and none given)."""
+        if self.nats is None and self.store == "nats":
+            return NatsForwardConfig()
+        return self.nats
+
+    def subscriptions(self) -> list[str]:
+        if self.share_group is None:
+            return list(self.topics)
+        return [f"$share/{self.share_group}/{t}" for t in self.topics]

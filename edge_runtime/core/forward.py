@@ -1,14 +1,20 @@
-"""Forwarding accepted summaries to NATS JetStream."""
+"""NATS JetStream: the core's store of record (``store = "nats"``), or a forward after SQLite.
+
+Each summary is published with its envelope id as ``Nats-Msg-Id``, so JetStream drops one it
+already has (within the stream's duplicate window) and says so in its acknowledgement. A
+batch is published pipelined (``publish_async``) and counts as stored once every
+acknowledgement is back; the server must sync each write to disk before acknowledging it
+(``jetstream { sync_interval: always }``, see :class:`~edge_runtime.core.config.NatsForwardConfig`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
-
-import orjson
 
 from edge_runtime.core.config import NatsForwardConfig
 from edge_runtime.errors import EdgeRuntimeError, UplinkError
@@ -22,7 +28,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 
 class NatsForwarder(Component):
-    """Publishes each summary to JetStream with its envelope id as ``Nats-Msg-Id``."""
+    """Publishes summaries to JetStream with their envelope id as ``Nats-Msg-Id``."""
 
     def __init__(self, config: NatsForwardConfig) -> None:
         self.config = config
@@ -33,12 +39,15 @@ class NatsForwarder(Component):
     async def start(self) -> None:
         try:
             import nats  # noqa: PLC0415 (optional dependency)
-            from nats.js.api import StreamConfig  # noqa: PLC0415
+            from nats.js.api import StorageType, StreamConfig  # noqa: PLC0415
         except ImportError as exc:
             raise EdgeRuntimeError(
                 "forwarding to NATS needs nats-py: pip install 'edge-runtime[core]'"
             ) from exc
-        self._nc = await nats.connect(self.config.url, max_reconnect_attempts=-1)
+        try:
+            self._nc = await nats.connect(self.config.url, max_reconnect_attempts=-1)
+        except Exception as exc:  # nats-py raises several unrelated types
+            raise UplinkError(f"cannot connect to NATS at {self.config.url}: {exc}") from exc
         self._js = self._nc.jetstream()
         prefix = self.config.subject_prefix
         await self._js.add_stream(
@@ -46,8 +55,17 @@ class NatsForwarder(Component):
                 name=self.config.stream,
                 subjects=[f"{prefix}.>"],
                 duplicate_window=self.config.duplicate_window_s,
+                storage=StorageType.FILE,
             )
         )
+        version = self._nc.connected_server_version
+        if (version.major, version.minor) < (2, 10):
+            log.warning(
+                "nats-server %s cannot sync every JetStream write to disk before acknowledging "
+                "it (jetstream { sync_interval: always } needs 2.10 or later): a power cut can "
+                "lose summaries it acknowledged",
+                version,
+            )
         log.info(
             "forwarding summaries to JetStream stream %s at %s", self.config.stream, self.config.url
         )
@@ -62,18 +80,35 @@ class NatsForwarder(Component):
             (self.config.subject_prefix, _UNSAFE.sub("_", env.site), _UNSAFE.sub("_", env.pipeline))
         )
 
-    async def forward(self, envelopes: Sequence[Envelope]) -> None:
-        for env in envelopes:
-            try:
-                ack = await self._js.publish(
-                    self.subject(env),
-                    orjson.dumps(env.to_dict()),
-                    headers={"Nats-Msg-Id": env.id},
-                )
-            except Exception as exc:  # nats-py raises several unrelated types on a lost link
-                self.counters["failed"] += 1
-                raise UplinkError(f"JetStream publish failed: {exc}") from exc
-            self.counters["duplicate" if ack.duplicate else "forwarded"] += 1
+    async def forward(self, envelopes: Sequence[Envelope]) -> list[bool]:
+        """Publish and wait for every acknowledgement; returns, per envelope, whether JetStream
+        already had it (a duplicate). Raises :class:`UplinkError` when any is not stored
+        (the caller tries the whole batch again: the ids make that harmless)."""
+        if not envelopes:
+            return []
+        js = self._js
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            async with asyncio.timeout(self.config.publish_timeout_s):
+                for env in envelopes:
+                    futures.append(
+                        await js.publish_async(
+                            self.subject(env),
+                            env.to_json(),
+                            headers={"Nats-Msg-Id": env.id},
+                        )
+                    )
+                acks = await asyncio.gather(*futures)
+        except Exception as exc:  # nats-py raises several unrelated types on a lost link
+            for future in futures:
+                future.cancel()
+            self.counters["failed"] += 1
+            raise UplinkError(f"JetStream publish failed: {exc!r}") from exc
+        flags = [bool(ack.duplicate) for ack in acks]
+        dupes = sum(flags)
+        self.counters["duplicate"] += dupes
+        self.counters["forwarded"] += len(flags) - dupes
+        return flags
 
     def stats(self) -> dict[str, int]:
         return dict(self.counters)

@@ -1,16 +1,38 @@
-"""The core receiver: envelopes in from the core broker, duplicates dropped, summaries kept.
+"""The core receiver: envelopes in from the core broker, stored durably, acknowledged to sites.
 
-It subscribes with a persistent session and QoS 1, decodes each uplink message (a list of
-envelopes), stores the new ones in SQLite (the envelope id is the primary key, so a summary
-sent twice is stored once), optionally forwards them to NATS JetStream (the envelope id is the
-JetStream message id, so JetStream drops duplicates too), and tracks per-site sequence gaps and
-lag. Malformed messages are counted and set aside.
+It subscribes with a persistent session and QoS 1 (``$share/<group>/...`` when receivers
+share the traffic) over gmqtt with manual acknowledgements. Each round takes what the inbox
+holds, decodes it (a malformed message is counted and set aside), drops duplicates by
+envelope id and writes the rest to the store of record in one durable step: one SQLite
+transaction committed with ``synchronous=FULL``, or, with ``store = "nats"``, JetStream's
+publish acknowledgements (then this receiver's SQLite index). Only then does it
+
+1. release the held PUBACKs of the round's messages (:meth:`MqttLink.ack_through`), so that
+   the broker delivers again whatever a core that crashed before the commit never stored;
+2. acknowledge every sequence number of the round, new or duplicate, to its site on
+   ``edge/{site_id}/acks`` (compact ranges, see :mod:`edge_runtime.uplink.acks`); the site
+   deletes a spooled summary only on that acknowledgement.
+
+The inbox is bounded (``inbox_messages``; the broker is told so with MQTT 5's receive
+maximum): should a broker send more (mosquitto 2.0 keeps to it only for its first burst),
+the rest of that connection's messages are refused, held without PUBACK; once the inbox is
+stored and acknowledged, the core reconnects and the broker delivers them again (counted as
+``inbox_overflow`` and ``inbox_refused``). A store that fails (disk, JetStream
+away) is retried with backoff; nothing of the round is acknowledged meanwhile.
+
+Per-site gap accounting (:class:`~edge_runtime.core.progress.SiteProgress`) counts missing,
+duplicate, late and backlog summaries apart, from sequence number 1.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
+import os
+import signal
+import sqlite3
 import time
 from collections import Counter
 from contextlib import AsyncExitStack
@@ -20,34 +42,58 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from edge_runtime.backoff import Backoff
 from edge_runtime.core.config import CoreConfig
 from edge_runtime.core.forward import NatsForwarder
-from edge_runtime.core.store import SiteProgress, SummaryStore
-from edge_runtime.errors import DecodeError, UplinkError
+from edge_runtime.core.progress import SiteProgress
+from edge_runtime.core.store import SummaryStore, covered_seqs
+from edge_runtime.errors import DecodeError, TransportError, UplinkError
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.types import Envelope, RawMessage
+from edge_runtime.uplink.acks import encode_ack, seq_ranges
 from edge_runtime.uplink.envelope import decode_envelopes
 
-__all__ = ["CoreReceiver"]
+__all__ = ["CRASH_AFTER_ENV", "CoreReceiver"]
 
 log = logging.getLogger(__name__)
 
+CRASH_AFTER_ENV = "EDGE_RUNTIME_TEST_CORE_CRASH_AFTER"
+"""Test hook (read by ``edge-runtime core``): SIGKILL the receiver once it has received this
+many messages, after decoding a round and before storing it."""
+
+_ROUND_MESSAGES = 512  # most messages stored in one round (one commit)
+_ACK_TIMEOUT_S = 10.0  # a site acknowledgement without PUBACK after this long is dropped
+_RETRY_MIN_S = 0.1
+_RETRY_MAX_S = 5.0
+
 
 class CoreReceiver:
-    """Runs until :meth:`stop`; see the module docstring."""
+    """Runs until :meth:`stop`; see the module docstring.
 
-    def __init__(self, config: CoreConfig) -> None:
+    ``crash_after`` is the test hook of :data:`CRASH_AFTER_ENV`.
+    """
+
+    def __init__(self, config: CoreConfig, *, crash_after: int | None = None) -> None:
         self.config = config
-        self.store = SummaryStore(config.database)
+        self.store = SummaryStore(
+            config.database, synchronous="FULL" if config.store == "sqlite" else "NORMAL"
+        )
         self.sites: dict[str, SiteProgress] = self.store.progress()
         self.counters: Counter[str] = Counter()
         self.link: MqttLink | None = None
         self.forwarder: NatsForwarder | None = None
         self.ops: OpsServer | None = None
-        self._inbox: list[RawMessage] = []
+        self._crash_after = crash_after
+        self._inbox: collections.deque[RawMessage] = collections.deque()
+        self._refuse_connection = -1  # the link connection whose messages are refused
         self._unforwarded: list[Envelope] = []
+        self._acks: dict[str, list[int]] = {}  # site -> sequence numbers to acknowledge
+        self._accepting = True
+        self._stored_all = False  # the worker has stored the last round (stopping)
         self._wake = asyncio.Event()
+        self._ack_wake = asyncio.Event()
+        self._acks_idle = asyncio.Event()  # nothing to acknowledge, nothing in flight
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._final: dict[str, Any] | None = None  # the status as the store closed
@@ -60,9 +106,37 @@ class CoreReceiver:
     async def wait_started(self) -> None:
         await self._started.wait()
 
+    # -- receiving -----------------------------------------------------------------------------
+
     def _on_message(self, message: RawMessage) -> None:
+        link = self.link
+        assert link is not None
+        if not self._accepting:
+            self.counters["refused_stopping"] += 1
+            return  # held without PUBACK: delivered again to the next run
+        if link.attempt == self._refuse_connection:
+            self.counters["inbox_refused"] += 1
+            return  # held without PUBACK: the broker delivers it again after the reconnect
+        if len(self._inbox) >= self.config.inbox_messages:
+            # refuse the rest of this connection (their PUBACKs would otherwise go out with
+            # those of later messages); once the inbox is stored, _work reconnects
+            self.counters["inbox_overflow"] += 1
+            self.counters["inbox_refused"] += 1
+            self._refuse_connection = link.attempt
+            log.warning(
+                "inbox full (%d messages): the rest of this connection's messages wait with "
+                "the broker until the inbox is stored",
+                len(self._inbox),
+            )
+            return
         self._inbox.append(message)
+        if message.dup:
+            self.counters["redelivered"] += 1
         self._wake.set()
+
+    @property
+    def inbox_depth(self) -> int:
+        return len(self._inbox)
 
     def status(self) -> dict[str, Any]:
         """What ``/status`` shows; after :meth:`run` has returned, the status it ended with."""
@@ -71,27 +145,40 @@ class CoreReceiver:
         now = time.time()
         return {
             "stored": self.store.count(),
+            "store": self.config.store,
             "counters": dict(self.counters),
             "broker": self.link.state.value if self.link else "none",
+            "inbox": len(self._inbox),
+            "held": self.link.held if self.link else 0,
             "nats": self.forwarder.stats() if self.forwarder else None,
             "sites": {site: p.as_dict(now) for site, p in sorted(self.sites.items())},
         }
 
+    def ready(self) -> tuple[bool, str]:
+        if self.link is None or not self.link.is_up:
+            return False, "core broker not connected"
+        return True, "core receiver"
+
     async def run(self) -> None:
         cfg = self.config
+        broker = cfg.broker
+        if broker.protocol == "5" and broker.receive_maximum is None:
+            broker = broker.model_copy(update={"receive_maximum": cfg.inbox_messages})
         async with AsyncExitStack() as stack:
             stack.callback(self.store.close)
             stack.callback(self._keep_final_status)  # runs first: callbacks unwind in reverse
-            if cfg.nats is not None:
-                self.forwarder = await stack.enter_async_context(NatsForwarder(cfg.nats))
+            jetstream = cfg.jetstream
+            if jetstream is not None:
+                self.forwarder = await stack.enter_async_context(NatsForwarder(jetstream))
             self.link = await stack.enter_async_context(
                 MqttLink(
-                    cfg.broker,
-                    client_id=cfg.broker.client_id or "edge-core-receiver",
+                    broker,
+                    client_id=broker.client_id or "edge-core-receiver",
                     role="core-in",
-                    subscriptions=cfg.topics,
+                    subscriptions=cfg.subscriptions(),
                     qos=1,
                     sink=self._on_message,
+                    manual_ack=True,
                 )
             )
             self.ops = await stack.enter_async_context(
@@ -99,33 +186,69 @@ class CoreReceiver:
                     cfg.http_host,
                     cfg.http_port,
                     self.registry,
-                    ready=lambda: (self.link is not None and self.link.is_up, "core receiver"),
+                    ready=self.ready,
                     status=self.status,
                 )
             )
             async with asyncio.TaskGroup() as tg:
                 worker = tg.create_task(self._work(), name="core-store")
+                acker = tg.create_task(self._send_acks(), name="core-acks")
                 self._started.set()
                 await self._stop.wait()
-                await self.link.close()
+                self._accepting = False  # what comes now stays with the broker
                 self._wake.set()
-                await worker
+                await worker  # stores what the inbox holds, then returns
+                self._stored_all = True
+                self._ack_wake.set()
+                await acker  # sends the last acknowledgements, then returns
+                await self.link.close()
 
     def _keep_final_status(self) -> None:
         self._final = self.status()
 
+    # -- storing -------------------------------------------------------------------------------
+
     async def _work(self) -> None:
+        backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
+        inbox = self._inbox
         while True:
-            if not self._inbox:
+            if not inbox:
                 if self._stop.is_set():
                     return
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            batch, self._inbox = self._inbox, []
-            await self._handle(batch)
+            batch = [inbox.popleft() for _ in range(min(len(inbox), _ROUND_MESSAGES))]
+            while True:
+                try:
+                    await self._handle(batch)
+                except (UplinkError, OSError, sqlite3.Error) as exc:
+                    self.counters["store_failures"] += 1
+                    if self._stop.is_set():
+                        log.error(
+                            "stopping with %d message(s) unstored (%s); the broker delivers "
+                            "them again",
+                            len(batch),
+                            exc,
+                        )
+                        return
+                    delay = backoff.next_delay()
+                    log.error("storing failed (%s); trying again in %.1f s", exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                backoff.reset()
+                break
+            link = self.link
+            assert link is not None
+            if not inbox and link.attempt == self._refuse_connection:
+                # let the sites' acknowledgements out first: a site whose ack is lost sends
+                # again, which costs a duplicate
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_ACK_TIMEOUT_S):
+                        await self._acks_idle.wait()
+                link.reconnect("to have the messages refused by the full inbox delivered again")
 
-    async def _handle(self, batch: list[RawMessage]) -> None:
+    def _decode(self, batch: list[RawMessage]) -> list[Envelope]:
         envelopes: list[Envelope] = []
         for message in batch:
             try:
@@ -133,11 +256,46 @@ class CoreReceiver:
             except DecodeError as exc:
                 self.counters[f"rejected_{exc.reason}"] += 1
                 log.warning("rejected a message on %s: %s", message.topic, exc)
-        self.counters["messages"] += len(batch)
-        if not envelopes:
-            return
+        return envelopes
+
+    async def _handle(self, batch: list[RawMessage]) -> None:
+        envelopes = self._decode(batch)
+        if self._crash_after is not None:
+            received = self.counters["messages"] + len(batch)
+            if received >= self._crash_after:
+                log.error("test hook: SIGKILL after %d messages received, before storing", received)
+                os.kill(os.getpid(), signal.SIGKILL)
         now = time.time()
-        fresh = await asyncio.to_thread(self.store.add, envelopes, now)
+        fresh: list[Envelope] = []
+        if envelopes:
+            fresh = await self._store(envelopes, now)
+            self._account(envelopes, fresh, now)
+        self.counters["messages"] += len(batch)
+        assert self.link is not None
+        # durable: the broker may forget these, and the sites may delete them
+        self.link.ack_through(batch[-1])
+        for env in envelopes:
+            self._acks.setdefault(env.site, []).append(env.seq)
+        if envelopes:
+            self._acks_idle.clear()
+            self._ack_wake.set()
+        if self.forwarder is not None and self.config.store == "sqlite" and fresh:
+            await self._forward(fresh)
+
+    async def _store(self, envelopes: list[Envelope], now: float) -> list[Envelope]:
+        """Make ``envelopes`` durable in the store of record; returns the new ones."""
+        if self.config.store == "nats":
+            assert self.forwarder is not None
+            known = await asyncio.to_thread(self.store.known, (e.id for e in envelopes))
+            first: dict[str, Envelope] = {}
+            for env in envelopes:
+                if env.id not in known:
+                    first.setdefault(env.id, env)
+            duplicates = await self.forwarder.forward(list(first.values()))
+            self.counters["jetstream_duplicates"] += sum(duplicates)
+        return await asyncio.to_thread(self.store.add, envelopes, now)
+
+    def _account(self, envelopes: list[Envelope], fresh: list[Envelope], now: float) -> None:
         self.counters["envelopes"] += len(envelopes)
         self.counters["stored"] += len(fresh)
         self.counters["duplicates"] += len(envelopes) - len(fresh)
@@ -147,9 +305,13 @@ class CoreReceiver:
             if prog is None:
                 prog = self.sites[env.site] = SiteProgress(env.site)
             prog.last_received_at = now
+            prog.resent += int(env.resent)
+            self.counters["resent"] += int(env.resent)
             if env.id not in fresh_ids:
                 prog.duplicates += 1
+                prog.see(covered_seqs(env), now)  # stored before: never missing
                 continue
+            fresh_ids.discard(env.id)  # the same id twice in one round: the second is a dup
             prog.received += 1
             prog.backlog += int(env.backlog)
             if env.replayed:  # a recording's clock says nothing about this site's lag
@@ -157,9 +319,7 @@ class CoreReceiver:
                 prog.last_replayed_created_at = max(prog.last_replayed_created_at, env.created_at)
             else:
                 prog.last_created_at = max(prog.last_created_at, env.created_at)
-            prog.see(_covered_seqs(env))
-        if self.forwarder is not None and fresh:
-            await self._forward(fresh)
+            prog.late += prog.see(covered_seqs(env), now)
 
     async def _forward(self, fresh: list[Envelope]) -> None:
         """Forward to JetStream; on failure keep them (bounded) and retry with the next batch.
@@ -178,13 +338,34 @@ class CoreReceiver:
         else:
             self._unforwarded = []
 
+    # -- acknowledging to the sites ------------------------------------------------------------
 
-def _covered_seqs(env: Envelope) -> list[int]:
-    """The sequence numbers an envelope stands for: its own, plus those a compaction merged."""
-    merged = env.attrs.get("merged_seqs")
-    if isinstance(merged, list) and merged:
-        return [int(s) for s in merged]
-    return [env.seq]
+    async def _send_acks(self) -> None:
+        """Publish the acknowledgements of each round, per site; one that fails is dropped (the
+        site sends the summaries again, and they are acknowledged as duplicates)."""
+        while True:
+            if not self._acks:
+                if self._stored_all:
+                    return
+                self._ack_wake.clear()
+                self._acks_idle.set()
+                await self._ack_wake.wait()
+                continue
+            self._acks_idle.clear()
+            acks, self._acks = self._acks, {}
+            await asyncio.gather(*(self._ack_site(site, seqs) for site, seqs in acks.items()))
+
+    async def _ack_site(self, site: str, seqs: list[int]) -> None:
+        assert self.link is not None
+        topic = self.config.ack_topic.format(site_id=site)
+        payload = encode_ack(site, seq_ranges(seqs))
+        try:
+            await self.link.publish(topic, payload, qos=1, timeout=_ACK_TIMEOUT_S)
+        except TransportError as exc:
+            self.counters["acks_failed"] += 1
+            log.warning("acknowledgement to site %s not sent (%s); it sends again", site, exc)
+        else:
+            self.counters["acks_sent"] += 1
 
 
 class _CoreCollector(Collector):
@@ -196,15 +377,46 @@ class _CoreCollector(Collector):
         c = CounterMetricFamily("edge_core_events", "Core receiver events.", labels=["event"])
         for name, n in r.counters.items():
             c.add_metric([name], n)
-        lag = GaugeMetricFamily(
-            "edge_core_site_lag_seconds", "Age of newest summary.", labels=["site"]
-        )
-        gaps = GaugeMetricFamily(
-            "edge_core_site_missing", "Sequence numbers not seen.", labels=["site"]
-        )
+        inbox = GaugeMetricFamily("edge_core_inbox", "Uplink messages received, not stored.")
+        inbox.add_metric([], r.inbox_depth)
+        site_metrics = {
+            "lag": GaugeMetricFamily(
+                "edge_core_site_lag_seconds", "Age of the newest live summary.", labels=["site"]
+            ),
+            "missing": GaugeMetricFamily(
+                "edge_core_site_missing",
+                "Sequence numbers from 1 to the highest seen that are not stored.",
+                labels=["site"],
+            ),
+            "oldest": GaugeMetricFamily(
+                "edge_core_site_oldest_missing_seconds",
+                "How long the oldest missing sequence number has been missing.",
+                labels=["site"],
+            ),
+            "max_seq": GaugeMetricFamily(
+                "edge_core_site_max_seq", "Highest sequence number seen.", labels=["site"]
+            ),
+        }
+        counts = {
+            name: CounterMetricFamily(
+                f"edge_core_site_{name}", f"Summaries {what}.", labels=["site"]
+            )
+            for name, what in (
+                ("received", "stored"),
+                ("duplicates", "received again (by envelope id) and dropped"),
+                ("late", "that filled a gap"),
+                ("backlog", "flagged backlog by the site"),
+                ("resent", "flagged resent by the site"),
+            )
+        }
         now = time.time()
         for site, p in r.sites.items():
-            if p.last_created_at:
-                lag.add_metric([site], now - p.last_created_at)
-            gaps.add_metric([site], p.missing)
-        return [c, lag, gaps]
+            lag = p.lag_s(now)
+            if lag is not None:
+                site_metrics["lag"].add_metric([site], lag)
+            site_metrics["missing"].add_metric([site], p.missing)
+            site_metrics["oldest"].add_metric([site], p.oldest_missing_age_s(now) or 0.0)
+            site_metrics["max_seq"].add_metric([site], p.max_seq)
+            for name, family in counts.items():
+                family.add_metric([site], getattr(p, name))
+        return [c, inbox, *site_metrics.values(), *counts.values()]

@@ -1,17 +1,27 @@
-"""The core's summary store: SQLite, one row per envelope id (duplicates are dropped)."""
+"""The core's summary store: SQLite, one row per envelope id (duplicates are dropped).
+
+Each :meth:`SummaryStore.add` is one transaction; with ``synchronous="FULL"`` (the store of
+record) its COMMIT returns once the write-ahead log is fsynced, so what the core acknowledges
+survives a power cut. Sequence numbers a compacted summary stands for (``merged_seqs``) are
+kept beside it, so that the gap accounting rebuilt after a restart counts them as received.
+"""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
+from edge_runtime.core.progress import SiteProgress
 from edge_runtime.types import Envelope
 
-__all__ = ["SiteProgress", "SummaryStore"]
+__all__ = ["SiteProgress", "SummaryStore", "covered_seqs"]
+
+_IN_CHUNK = 500  # ids per "IN (...)" lookup (SQLite allows 32766 variables; keep it modest)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS summaries (
@@ -32,105 +42,90 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 CREATE INDEX IF NOT EXISTS summaries_site_seq ON summaries (site, seq);
 CREATE INDEX IF NOT EXISTS summaries_stream ON summaries (site, pipeline, key, window_start);
+CREATE TABLE IF NOT EXISTS merged_seqs (
+    site TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (site, seq)
+) WITHOUT ROWID;
 """
 
 
-@dataclass
-class SiteProgress:
-    """What the core knows of one site: highest sequence number, gaps, lag."""
-
-    site: str
-    received: int = 0
-    duplicates: int = 0
-    max_seq: int = -1
-    gaps: list[tuple[int, int]] = field(default_factory=list)  # inclusive ranges not yet seen
-    last_created_at: float = 0.0
-    last_received_at: float = 0.0
-    backlog: int = 0
-    replayed: int = 0  # summaries made from a replayed recording (not in the lag)
-    last_replayed_created_at: float = 0.0
-
-    def see(self, seqs: Sequence[int]) -> None:
-        for seq in sorted(seqs):
-            if seq > self.max_seq:
-                if seq > self.max_seq + 1 and self.max_seq >= 0:
-                    self.gaps.append((self.max_seq + 1, seq - 1))
-                self.max_seq = seq
-            else:
-                self._fill(seq)
-
-    def _fill(self, seq: int) -> None:
-        for i, (lo, hi) in enumerate(self.gaps):
-            if lo <= seq <= hi:
-                pieces = [(lo, seq - 1)] if lo <= seq - 1 else []
-                if seq + 1 <= hi:
-                    pieces.append((seq + 1, hi))
-                self.gaps[i : i + 1] = pieces
-                return
-
-    @property
-    def missing(self) -> int:
-        return sum(hi - lo + 1 for lo, hi in self.gaps)
-
-    def as_dict(self, now: float) -> dict[str, object]:
-        return {
-            "received": self.received,
-            "duplicates": self.duplicates,
-            "max_seq": self.max_seq,
-            "missing": self.missing,
-            "gaps": self.gaps[:20],
-            "backlog_received": self.backlog,
-            # lag: age of the newest live summary; replayed ones are reported apart, on the
-            # recording's own clock (the newest window they cover)
-            "lag_s": round(now - self.last_created_at, 3) if self.last_created_at else None,
-            "replayed_received": self.replayed,
-            "replayed_newest_created_at": self.last_replayed_created_at or None,
-            "last_received_s_ago": round(now - self.last_received_at, 3)
-            if self.last_received_at
-            else None,
-        }
+def covered_seqs(env: Envelope) -> list[int]:
+    """The sequence numbers an envelope stands for: its own, plus those a compaction merged."""
+    merged = env.attrs.get("merged_seqs")
+    if isinstance(merged, list) and merged:
+        return [int(s) for s in merged]
+    return [env.seq]
 
 
 class SummaryStore:
     """SQLite store; ``add`` returns the envelopes that were new (not duplicates)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        self.synchronous = synchronous
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
 
+    def known(self, ids: Iterable[str]) -> set[str]:
+        """The ids among ``ids`` that are stored already."""
+        ids = list(ids)
+        found: set[str] = set()
+        for i in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                row[0]
+                for row in self.db.execute(f"SELECT id FROM summaries WHERE id IN ({marks})", chunk)  # noqa: S608 (placeholders only)
+            )
+        return found
+
     def add(self, envelopes: Sequence[Envelope], received_at: float) -> list[Envelope]:
+        """Store the envelopes not stored yet, in one transaction; returns them (in order)."""
+        seen = self.known(e.id for e in envelopes)
         fresh: list[Envelope] = []
-        self.db.execute("BEGIN")
+        for env in envelopes:
+            if env.id not in seen:
+                seen.add(env.id)
+                fresh.append(env)
+        rows = [
+            (
+                env.id,
+                env.site,
+                env.seq,
+                env.pipeline,
+                env.key,
+                env.window_start,
+                env.window_end,
+                env.kind,
+                env.revision,
+                int(env.backlog),
+                int(env.replayed),
+                env.created_at,
+                received_at,
+                env.to_json(),
+            )
+            for env in fresh
+        ]
+        merged = [
+            (env.site, seq)
+            for env in fresh
+            if "merged_seqs" in env.attrs
+            for seq in covered_seqs(env)
+        ]
+        self.db.execute("BEGIN IMMEDIATE")
         try:
-            for env in envelopes:
-                cur = self.db.execute(
-                    "INSERT OR IGNORE INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        env.id,
-                        env.site,
-                        env.seq,
-                        env.pipeline,
-                        env.key,
-                        env.window_start,
-                        env.window_end,
-                        env.kind,
-                        env.revision,
-                        int(env.backlog),
-                        int(env.replayed),
-                        env.created_at,
-                        received_at,
-                        orjson.dumps(env.to_dict()),
-                    ),
-                )
-                if cur.rowcount:
-                    fresh.append(env)
+            self.db.executemany(
+                "INSERT OR IGNORE INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+            )
+            if merged:
+                self.db.executemany("INSERT OR IGNORE INTO merged_seqs VALUES (?,?)", merged)
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
@@ -144,8 +139,10 @@ class SummaryStore:
             row = self.db.execute("SELECT COUNT(*) FROM summaries WHERE site=?", (site,)).fetchone()
         return int(row[0])
 
-    def progress(self) -> dict[str, SiteProgress]:
-        """Rebuild per-site progress (max seq, gaps) from what is stored."""
+    def progress(self, now: float | None = None) -> dict[str, SiteProgress]:
+        """Rebuild per-site progress (highest seq, gaps from seq 1) from what is stored; the
+        gaps count as first seen ``now``."""
+        now = time.time() if now is None else now
         out: dict[str, SiteProgress] = {}
         for site, n, max_seq, last_live, replayed, last_replayed in self.db.execute(
             "SELECT site, COUNT(*), MAX(seq),"
@@ -156,20 +153,25 @@ class SummaryStore:
             prog = SiteProgress(
                 site,
                 received=n,
-                max_seq=max_seq,
                 last_created_at=last_live,
                 replayed=replayed,
                 last_replayed_created_at=last_replayed,
             )
+            merged_max = self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM merged_seqs WHERE site = ?", (site,)
+            ).fetchone()[0]
+            prog.max_seq = max(int(max_seq), int(merged_max), 0)
             prog.gaps = [
                 (lo, hi)
                 for lo, hi in self.db.execute(
                     "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
-                    " FROM (SELECT DISTINCT seq FROM summaries WHERE site = ?))"
+                    " FROM (SELECT 0 AS seq UNION SELECT seq FROM summaries WHERE site = ?1"
+                    " UNION SELECT seq FROM merged_seqs WHERE site = ?1))"
                     " WHERE nxt > seq + 1",
                     (site,),
                 )
             ]
+            prog.gap_since = [now] * len(prog.gaps)
             out[site] = prog
         return out
 

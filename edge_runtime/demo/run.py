@@ -131,6 +131,7 @@ http_port = 0
 log_format = "text"
 log_level = "WARNING"
 tick_interval_s = 0.5
+shutdown_timeout_s = 60
 
 [[pipelines]]
 type = "windows"

@@ -87,6 +87,15 @@ class BrokerConfig(_Model):
         description="MQTT 5 session expiry interval: how long the broker keeps the session after "
         "a disconnect.",
     )
+    receive_maximum: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="MQTT 5 with transport 'gmqtt': most QoS 1 messages the broker may send "
+        "this client before their PUBACK (Receive Maximum), which bounds what a client holding "
+        "its PUBACKs (the core receiver) has in hand. Unset: the broker's own limit "
+        "(mosquitto: max_inflight_messages, which also applies to MQTT 3.1.1).",
+    )
     keepalive_s: int = Field(
         default=30, ge=5, le=3600, description="MQTT keep-alive interval in seconds."
     )

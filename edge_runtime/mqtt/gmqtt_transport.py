@@ -128,6 +128,8 @@ class GmqttConnection(Connection):
         properties: dict[str, Any] = {}
         if cfg.protocol == "5":
             properties["session_expiry_interval"] = 0 if cfg.clean_start else cfg.session_expiry_s
+            if cfg.receive_maximum is not None:
+                properties["receive_maximum"] = cfg.receive_maximum
         client = gmqtt.Client(
             self.client_id,
             clean_session=cfg.clean_start,

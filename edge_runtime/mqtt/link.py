@@ -96,6 +96,10 @@ class MqttLink(Component):
         self.state = LinkState.DOWN
         self.connects = 0
         self.disconnects = 0
+        self.attempt = 0
+        """Number of the current connection attempt: messages delivered while it is the same
+        came over the same connection (it changes before the next CONNECT, when a broker may
+        already resend a session's messages)."""
         self.last_error: str | None = None
         self._connection_type = _CONNECTIONS[config.transport]
         self._connection: Connection | None = None
@@ -106,6 +110,8 @@ class MqttLink(Component):
         self._group: asyncio.TaskGroup | None = None
         self._task: asyncio.Task[None] | None = None
         self._lost: asyncio.Future[None] | None = None
+        self._kick: asyncio.Future[str] | None = None
+        self._kick_pending: str | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -152,6 +158,7 @@ class MqttLink(Component):
         backoff = self._backoff
         while not self._stop.is_set():
             self.state = LinkState.CONNECTING
+            self.attempt += 1
             connection = self._open()
             try:
                 await connection.connect()
@@ -171,7 +178,7 @@ class MqttLink(Component):
                     self.client_id,
                     self.config.transport,
                 )
-                reason = await connection.wait_lost()
+                reason = await self._wait_lost_or_kicked(connection)
                 self.last_error = reason
                 self.disconnects += 1
                 log.warning("%s broker connection lost: %s", self.role, reason)
@@ -208,6 +215,35 @@ class MqttLink(Component):
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
+
+    async def _wait_lost_or_kicked(self, connection: Connection) -> str:
+        kick: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        if self._kick_pending is not None:  # asked for while connecting
+            kick.set_result(self._kick_pending)
+            self._kick_pending = None
+        self._kick = kick
+        lost = asyncio.ensure_future(connection.wait_lost())
+        try:
+            await asyncio.wait((lost, kick), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._kick = None
+            if not lost.done():
+                lost.cancel()
+        if lost.done() and not lost.cancelled():
+            return lost.result()
+        return kick.result()
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection and connect again (per the backoff): held messages go
+        without their PUBACK, so the broker delivers them again to the persistent session.
+        The connection counts as lost (``disconnects``) with ``reason``."""
+        why = f"dropped on purpose: {reason}"
+        kick = self._kick
+        if kick is not None:
+            if not kick.done():
+                kick.set_result(why)
+        elif self.state is LinkState.CONNECTING:
+            self._kick_pending = why
 
     async def _close_connection(self, connection: Connection) -> None:
         dropped = len(self._held)

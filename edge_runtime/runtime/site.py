@@ -166,16 +166,19 @@ class SiteRuntime:
             uplink_broker = await self._embedded(
                 stack, cfg.uplink.broker, reuse=(cfg.site_broker, site_broker)
             )
-            self.uplink_link = await stack.enter_async_context(
-                MqttLink(
-                    uplink_broker,
-                    client_id=uplink_broker.client_id or f"edge-{cfg.site_id}-uplink",
-                    role="core",
-                )
+            self.uplink_link = MqttLink(
+                uplink_broker,
+                client_id=uplink_broker.client_id or f"edge-{cfg.site_id}-uplink",
+                role="core",
+                subscriptions=cfg.uplink.ack_subscriptions(cfg.site_id),
+                qos=1,
+                sink=self._from_core,
             )
+            # the uplink first: the link may bring the core's acknowledgements at once
             self.uplink = await stack.enter_async_context(
                 self._uplink_factory(self, self.uplink_link)
             )
+            await stack.enter_async_context(self.uplink_link)
             self.stats.uplink = self.uplink.stats
             if cfg.ops.http_enabled:
                 self.ops = await stack.enter_async_context(
@@ -264,6 +267,11 @@ class SiteRuntime:
         return broker.model_copy(update={"port": embedded.port})
 
     # -- hot loop ----------------------------------------------------------------------------
+
+    def _from_core(self, message: RawMessage) -> None:
+        """What the uplink link receives (the core's acknowledgements) goes to the uplink."""
+        if self.uplink is not None:
+            self.uplink.receive(message)
 
     def _oversized(self, message: RawMessage) -> None:
         del message
@@ -489,9 +497,21 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
             live_window_s=up.live_window_s,
             backlog_rate_per_s=up.backlog_rate_per_s,
             publish_timeout_s=up.publish_timeout_s,
+            delivery=up.delivery,
+            ack_timeout_s=up.ack_timeout_s,
+            max_unacked=up.max_unacked,
         ),
         clock=runtime.clock,
+        link_generation=lambda: link.connects,
     )
+    acks = up.ack_subscriptions(site_id)
     return SpooledUplink(
-        spool, sender, site_id=site_id, version=__version__, config_hash=config_hash, clock=clock
+        spool,
+        sender,
+        link=link,
+        site_id=site_id,
+        version=__version__,
+        config_hash=config_hash,
+        clock=clock,
+        ack_topic=acks[0] if acks else None,
     )

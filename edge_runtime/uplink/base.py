@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
-from edge_runtime.types import Summary
+from edge_runtime.types import RawMessage, Summary
 
 __all__ = ["Uplink"]
 
@@ -18,15 +18,19 @@ class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
     uplink opens its file there). ``submit`` returns once the summaries are *accepted*: for the
     spooled uplink that means on disk; it raises :class:`~edge_runtime.errors.UplinkRefusedError`
     when it refuses them (counted by reason). ``run`` sends until cancelled; ``drain`` is the
-    shutdown step; ``ready`` says whether the uplink works, and why not (``/readyz``).
+    shutdown step. ``receive`` takes what arrives on the uplink link's subscriptions (the core's
+    acknowledgements); ``ready`` says whether summaries are getting through ("connected and
+    acknowledgements flowing"), with the reason, for ``/readyz``.
     """
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
 
-    def ready(self) -> tuple[bool, str]: ...
-
     async def run(self) -> None: ...
 
     async def drain(self, timeout: float) -> int: ...
+
+    def receive(self, message: RawMessage) -> None: ...
+
+    def ready(self) -> tuple[bool, str]: ...
 
     def stats(self) -> dict[str, Any]: ...

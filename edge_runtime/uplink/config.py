@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_runtime.mqtt.config import BrokerConfig
 
-__all__ = ["SenderConfig", "UplinkConfig"]
+__all__ = ["Delivery", "SenderConfig", "UplinkConfig"]
+
+Delivery = Literal["core", "broker"]
 
 
 class _Model(BaseModel):
@@ -28,8 +30,37 @@ class UplinkConfig(_Model):
     )
     store_and_forward: bool = Field(
         default=True,
-        description="Keep every summary in the durable spool (see [spool]) until the core "
-        "broker acknowledged it. false: a bounded in-memory retry queue (lost on a crash).",
+        description="Keep every summary in the durable spool (see [spool]) until it is "
+        "delivered (see delivery). false: a bounded in-memory retry queue, sent with the core "
+        "broker's PUBACK as the only confirmation (lost on a crash).",
+    )
+    delivery: Delivery = Field(
+        default="core",
+        description="When a spooled summary counts as delivered and leaves the spool. 'core': "
+        "when the core receiver acknowledges (on ack_topic) that it has stored it durably; "
+        "summaries the core has not acknowledged are sent again. 'broker': on the core "
+        "broker's PUBACK, which a broker crash or a lost subscriber session can still lose; "
+        "only for a core that sends no acknowledgements, and as the benchmark's baseline.",
+    )
+    ack_topic: str = Field(
+        default="edge/{site_id}/acks",
+        description="Topic the core publishes its acknowledgements to ('{site_id}' is "
+        "replaced); the site subscribes to it with QoS 1 (delivery = 'core'). Must match the "
+        "core's ack_topic.",
+    )
+    ack_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="Summaries the core broker accepted (PUBACK) but the core has not "
+        "acknowledged this long after are sent again, flagged resent; the wait doubles for "
+        "each further try of the same summary, up to 8 times this. Every summary still "
+        "unacknowledged is also sent again after each reconnect.",
+    )
+    max_unacked: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most summaries sent and not yet acknowledged by the core (delivery = "
+        "'core'); at the bound the sender waits for acknowledgements.",
     )
     encoding: Literal["msgpack", "json"] = Field(
         default="msgpack", description="Envelope encoding on the wire: 'msgpack' or 'json'."
@@ -78,9 +109,17 @@ class UplinkConfig(_Model):
 
     @model_validator(mode="after")
     def _check(self) -> UplinkConfig:
-        if "+" in self.topic or "#" in self.topic:
-            raise ValueError("topic must be a topic name, not a filter (no + or #)")
+        for name in ("topic", "ack_topic"):
+            value = getattr(self, name)
+            if "+" in value or "#" in value:
+                raise ValueError(f"{name} must be a topic name, not a filter (no + or #)")
         return self
+
+    def ack_subscriptions(self, site_id: str) -> list[str]:
+        """What the uplink link subscribes to: the core's acknowledgements, when they count."""
+        if self.store_and_forward and self.delivery == "core":
+            return [self.ack_topic.format(site_id=site_id)]
+        return []
 
 
 class SenderConfig(BaseModel):
@@ -155,4 +194,26 @@ class SenderConfig(BaseModel):
             "A publish without PUBACK after this long counts as a link failure: in-flight "
             "records go back to the spool and are resent once the link is back."
         ),
+    )
+    delivery: Delivery = Field(
+        default="broker",
+        description=(
+            "'core': a record is acked in the spool only when the core's acknowledgement "
+            "names it (see :meth:`Sender.on_ack`), and resent when none comes; 'broker': "
+            "on the PUBACK (the sender alone, e.g. to a plain subscriber)."
+        ),
+    )
+    ack_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description=(
+            "delivery = 'core': records PUBACKed but not acknowledged by the core this long "
+            "after go back to the spool and are sent again, flagged resent; the wait doubles "
+            "with each try of a record, up to 8 times this."
+        ),
+    )
+    max_unacked: int = Field(
+        default=50_000,
+        ge=1,
+        description="delivery = 'core': most records sent and not yet acknowledged by the core.",
     )

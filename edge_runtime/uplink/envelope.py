@@ -25,9 +25,14 @@ __all__ = [
     "decode_envelopes",
     "encode_envelopes",
     "envelope_id",
+    "flag_resent",
 ]
 
 Encoding = Literal["msgpack", "json"]
+
+_RESENT_ENTRY: bytes = msgpack.packb("resent") + msgpack.packb(True)
+_FIXMAP_FULL = 0x8F
+_MAP16 = 0xDE
 
 
 def encode_envelopes(envelopes: list[Envelope], encoding: Encoding) -> bytes:
@@ -52,3 +57,24 @@ def decode_envelopes(payload: bytes) -> list[Envelope]:
     if not isinstance(docs, list):
         raise DecodeError("malformed_envelope", "expected a list of envelopes")
     return [Envelope.from_dict(d) for d in docs]
+
+
+def flag_resent(payload: bytes) -> bytes:
+    """A msgpack envelope document with ``resent: true`` added, without decoding it: the
+    map's entry count goes up by one and the entry is appended (the spool's stored documents
+    are 16-bit maps). Other forms are decoded and encoded again."""
+    head = payload[:1]
+    if head and 0x80 <= head[0] < _FIXMAP_FULL:
+        return bytes((head[0] + 1,)) + payload[1:] + _RESENT_ENTRY
+    if head == bytes((_MAP16,)) and payload[1:3] != b"\xff\xff":
+        count = int.from_bytes(payload[1:3], "big") + 1
+        return head + count.to_bytes(2, "big") + payload[3:] + _RESENT_ENTRY
+    try:
+        doc = msgpack.unpackb(payload, raw=False)
+    except (ValueError, msgpack.UnpackException) as exc:
+        raise DecodeError("malformed_envelope", str(exc)) from exc
+    if not isinstance(doc, dict):
+        raise DecodeError("malformed_envelope", "an envelope is a map")
+    doc["resent"] = True
+    packed: bytes = msgpack.packb(doc, use_bin_type=True)
+    return packed

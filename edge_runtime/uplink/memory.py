@@ -18,7 +18,7 @@ from edge_runtime.clock import Clock
 from edge_runtime.errors import TransportError
 from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.link import MqttLink
-from edge_runtime.types import Envelope, Summary
+from edge_runtime.types import Envelope, RawMessage, Summary
 from edge_runtime.uplink.config import UplinkConfig
 from edge_runtime.uplink.envelope import encode_envelopes
 from edge_runtime.uplink.seq import SeqAllocator
@@ -85,6 +85,10 @@ class MemoryUplink(Component):
     def pending(self) -> int:
         return len(self._queue)
 
+    def receive(self, message: RawMessage) -> None:
+        """The in-memory uplink subscribes to nothing (the PUBACK is its only confirmation)."""
+        del message
+
     def ready(self) -> tuple[bool, str]:
         if self.link.is_up:
             return True, f"uplink up, {len(self._queue)} pending"
@@ -93,6 +97,7 @@ class MemoryUplink(Component):
     def stats(self) -> dict[str, Any]:
         return {
             "state": self.link.state.value,
+            "link_downs": self.link.disconnects,
             "up": 1 if self.link.is_up else 0,
             "pending": len(self._queue),
             **self.counters,

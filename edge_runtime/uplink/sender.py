@@ -1,4 +1,5 @@
-"""The sender: drains the spool to the core broker, QoS 1, records marked sent after PUBACK.
+"""The sender: drains the spool to the core broker, QoS 1; a record leaves the spool when the
+core acknowledges it has stored it (``delivery = "core"``) or, as a baseline, on the PUBACK.
 
 Several envelopes travel in one uplink message (up to ``max_batch_bytes``), and up to
 ``max_in_flight`` messages are published before the first PUBACK comes back. Messages leave in
@@ -12,6 +13,14 @@ the spool failed (counted as ``spool_errors``), waits before the next try, per
 :class:`~edge_runtime.backoff.Backoff` (50 ms doubling up to 5 s).
 Backlog records are sent flagged ``backlog=True`` behind alerts and live data, at most
 ``backlog_rate_per_s`` per second when a rate is set.
+
+With ``delivery = "core"`` a PUBACK only starts a timer: records stay leased until the core's
+acknowledgement (:meth:`Sender.on_ack`, see :mod:`edge_runtime.uplink.acks`) names them, and
+at most ``max_unacked`` are out at once (:class:`~edge_runtime.uplink.inflight.Unacked`).
+Records the core has not acknowledged ``ack_timeout_s`` after their PUBACK (doubling with each
+try), and after a reconnect those the broker took on an earlier connection, go back to the
+spool and are sent again flagged ``resent``, in lease order, before newer records of their
+lane. A link failure returns every leased record, as before.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -28,8 +37,10 @@ from edge_runtime.backoff import Backoff
 from edge_runtime.clock import Clock, SystemClock
 from edge_runtime.errors import TransportError
 from edge_runtime.lifecycle import Component
+from edge_runtime.uplink.acks import CoreAck
 from edge_runtime.uplink.config import SenderConfig
-from edge_runtime.uplink.envelope import encode_envelopes
+from edge_runtime.uplink.envelope import encode_envelopes, flag_resent
+from edge_runtime.uplink.inflight import Unacked
 from edge_runtime.uplink.spool.errors import SpoolError
 from edge_runtime.uplink.spool.records import Lane, SpoolRecord, pack_message
 from edge_runtime.uplink.spool.spool import Spool
@@ -44,6 +55,8 @@ QOS = 1
 # error) is retried after a backoff, so the sender does not spin.
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 5.0
+# how often the acknowledgement watchdog looks for a reconnect (the link's connection count)
+_WATCH_TICK_S = 0.5
 
 
 class Publisher(Protocol):
@@ -104,6 +117,20 @@ class SenderStats:
     spool_errors: int
     send_rate_per_s: float
     backlog_tokens: float | None
+    delivery: str = "broker"
+    unacked: int = 0
+    """Records sent and not yet acknowledged by the core (delivery = "core")."""
+    oldest_unacked_age_s: float | None = None
+    core_acked: int = 0
+    """Records the core acknowledged (and the spool deleted)."""
+    resent: int = 0
+    """Records sent again because the core had not acknowledged them."""
+    acks: int = 0
+    acks_unknown: int = 0
+    """Sequence numbers acknowledged that this sender did not hold (acked already, or sent
+    before a restart)."""
+    ack_p50_ms: float | None = None
+    ack_p99_ms: float | None = None
 
 
 class Sender(Component):
@@ -111,6 +138,10 @@ class Sender(Component):
 
     ``async with Sender(spool, publisher, config):`` runs the drain loop as a named task in the
     sender's task group until the block exits; or await :meth:`run` in a task group of your own.
+
+    With ``config.delivery == "core"`` feed the core's acknowledgements to :meth:`on_ack`;
+    ``link_generation`` (the link's count of connections made) lets the sender resend what
+    is unacknowledged after a reconnect even when no publish failed.
     """
 
     def __init__(
@@ -120,6 +151,7 @@ class Sender(Component):
         config: SenderConfig,
         *,
         clock: Clock | None = None,
+        link_generation: Callable[[], int] | None = None,
     ) -> None:
         self.config = config
         self._spool = spool
@@ -147,6 +179,13 @@ class Sender(Component):
         self._spool_errors = 0
         self._rate = RateWindow(10.0)
         self._sent = asyncio.Event()
+        self._core = config.delivery == "core"
+        self._unacked = Unacked(config.ack_timeout_s, config.max_unacked, time.monotonic)
+        self._generation: Callable[[], int] = link_generation or (lambda: 0)
+        self._to_delete: list[int] = []  # acknowledged record ids, for the spool
+        self._acked = asyncio.Event()  # records to delete
+        self._room = asyncio.Event()  # records left the unacknowledged book
+        self._acks = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -173,6 +212,7 @@ class Sender(Component):
     # -- figures ---------------------------------------------------------------------------
 
     def stats(self) -> SenderStats:
+        unacked = self._unacked
         return SenderStats(
             connected=self._connected,
             link_downs=self._link_downs,
@@ -186,7 +226,79 @@ class Sender(Component):
             spool_errors=self._spool_errors,
             send_rate_per_s=self._rate.rate(time.monotonic()),
             backlog_tokens=None if self._bucket is None else self._bucket.available(),
+            delivery=self.config.delivery,
+            unacked=len(unacked),
+            oldest_unacked_age_s=unacked.oldest_age_s(),
+            core_acked=unacked.acked,
+            resent=unacked.resent,
+            acks=self._acks,
+            acks_unknown=unacked.unknown,
+            ack_p50_ms=unacked.latency_ms(0.5),
+            ack_p99_ms=unacked.latency_ms(0.99),
         )
+
+    # -- the core's acknowledgements -------------------------------------------------------
+
+    def on_ack(self, ack: CoreAck) -> None:
+        """Take an acknowledgement from the core (called as it arrives; never blocks): the
+        records it names leave the spool, and make room for more to be sent."""
+        self._acks += 1
+        rids = self._unacked.ack(ack.ranges)
+        if rids:
+            self._to_delete.extend(rids)
+            self._acked.set()
+            self._room.set()
+
+    def ack_overdue_s(self) -> float:
+        """How long past its timeout the oldest unacknowledged record is (0: none is)."""
+        deadline = self._unacked.next_deadline()
+        return 0.0 if deadline is None else max(0.0, time.monotonic() - deadline)
+
+    async def _delete_acked(self) -> None:
+        """Delete acknowledged records from the spool, in groups, as acknowledgements come."""
+        while True:
+            if not self._to_delete:
+                self._acked.clear()
+                await self._acked.wait()
+                continue
+            rids, self._to_delete = self._to_delete, []
+            try:
+                await self._spool.ack(rids)
+            except SpoolError as exc:
+                self._spool_errors += 1
+                log.error("sender: the spool failed to delete acknowledged records: %s", exc)
+                self._to_delete[:0] = rids  # keep them for the next round
+                await asyncio.sleep(_RETRY_MIN_S)
+
+    async def _watch_acks(self) -> None:
+        """Send again what the core has not acknowledged in time, or at all before the link
+        reconnected."""
+        unacked = self._unacked
+        generation = self._generation
+        tick = min(_WATCH_TICK_S, self.config.ack_timeout_s / 4)
+        while True:
+            deadline = unacked.next_deadline()
+            wait = tick if deadline is None else min(tick, deadline - time.monotonic())
+            await asyncio.sleep(max(wait, 0.0))
+            why = "reconnect"
+            rids = unacked.sent_before(generation())
+            if not rids:
+                why = "timeout"
+                rids = unacked.expired()
+            if not rids:
+                continue
+            self._room.set()
+            log.log(
+                logging.INFO if why == "reconnect" else logging.WARNING,
+                "the core has not acknowledged %d record(s) (%s); sending them again",
+                len(rids),
+                "the link reconnected" if why == "reconnect" else "ack timeout",
+            )
+            try:
+                await self._spool.release(rids)
+            except SpoolError as exc:
+                self._spool_errors += 1
+                log.error("sender: the spool failed to take records back: %s", exc)
 
     async def wait_sent(self, count: int) -> None:
         """Wait until the core broker acknowledged (PUBACK) ``count`` records in all.
@@ -200,7 +312,17 @@ class Sender(Component):
     # -- the drain loop --------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Drain forever: wait for the link, send, and start over when the link drops."""
+        """Drain forever: wait for the link, send, and start over when the link drops (with
+        ``delivery = "core"``, the acknowledgement tasks run beside it)."""
+        if not self._core:
+            await self._drain_forever()
+            return
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._delete_acked(), name="uplink-delete-acked")
+            group.create_task(self._watch_acks(), name="uplink-ack-watchdog")
+            await self._drain_forever()
+
+    async def _drain_forever(self) -> None:
         backoff = Backoff(_RETRY_MIN_S, _RETRY_MAX_S)
         stalled = 0  # drains in a row that sent nothing
         while True:
@@ -221,12 +343,14 @@ class Sender(Component):
                     "as backlog once the link is back",
                     group.exceptions[0],
                 )
+                self._unacked.return_all()  # every leased record goes back
                 with contextlib.suppress(SpoolError):
                     await self._spool.release(mark_backlog=True)
             except* SpoolError as group:
                 spool_failed = True
                 self._spool_errors += 1
                 log.error("sender: the spool failed (%s); retrying", group.exceptions[0])
+                self._unacked.return_all()
                 with contextlib.suppress(SpoolError):
                     await self._spool.release()
             if spool_failed:
@@ -255,17 +379,28 @@ class Sender(Component):
                 except BaseException:
                     slots.release()
                     raise
-                group.create_task(self._send(records, slots), name="spool-publish")
+                resent: list[bool] = []
+                if self._core:  # in the book before the next lease looks at its room
+                    resent = self._unacked.sending(
+                        [(r.seq, r.id) for r in records], self._generation()
+                    )
+                group.create_task(self._send(records, resent, slots), name="spool-publish")
 
     async def _next_batch(self) -> list[SpoolRecord]:
         config = self.config
         while True:
+            limit = config.max_batch_records
+            if self._core:
+                while self._unacked.room <= 0:  # at the bound: wait for the core's acks
+                    self._room.clear()
+                    await self._room.wait()
+                limit = min(limit, self._unacked.room)
             budget: int | None = None
             if self._bucket is not None:
                 tokens = int(self._bucket.available())
                 budget = tokens if tokens >= self._chunk else 0
             records = await self._spool.lease(
-                config.max_batch_records,
+                limit,
                 config.max_batch_bytes,
                 backlog_budget=budget,
                 live_window_s=config.live_window_s,
@@ -281,15 +416,25 @@ class Sender(Component):
                     timeout = self._bucket.wait_s(self._chunk)
             await self._spool.wait_leasable(timeout)
 
-    def _message(self, records: Sequence[SpoolRecord]) -> bytes:
+    def _message(self, records: Sequence[SpoolRecord], resent: Sequence[bool] = ()) -> bytes:
         if self.config.encoding == "msgpack":
-            return pack_message([r.wire_payload() for r in records])
-        return encode_envelopes([r.envelope() for r in records], "json")
+            payloads = [r.wire_payload() for r in records]
+            if any(resent):
+                flagged = zip(payloads, resent, strict=True)
+                payloads = [flag_resent(p) if f else p for p, f in flagged]
+            return pack_message(payloads)
+        envelopes = [r.envelope() for r in records]
+        if any(resent):
+            pairs = zip(envelopes, resent, strict=True)
+            envelopes = [e.as_resent() if f else e for e, f in pairs]
+        return encode_envelopes(envelopes, "json")
 
-    async def _send(self, records: list[SpoolRecord], slots: asyncio.Semaphore) -> None:
+    async def _send(
+        self, records: list[SpoolRecord], resent: list[bool], slots: asyncio.Semaphore
+    ) -> None:
         self._in_flight += 1
         try:
-            payload = self._message(records)
+            payload = self._message(records, resent)
             try:
                 async with asyncio.timeout(self.config.publish_timeout_s):
                     await self._publisher.publish(self.config.topic, payload, QOS)
@@ -298,6 +443,9 @@ class Sender(Component):
                     f"no PUBACK within publish_timeout_s={self.config.publish_timeout_s}"
                 ) from exc
             self._count_sent(records, len(payload))
+            if self._core:  # the core's acknowledgement deletes them (on_ack)
+                self._unacked.pubacked(r.seq for r in records)
+                return
             # once submitted the ack commits even if this task is cancelled meanwhile
             await self._spool.ack([r.id for r in records])
         finally:

@@ -1,10 +1,12 @@
 """The durable uplink: summaries go into the spool, the spool's sender drains it to the core.
 
 A summary is accepted (``submit`` returns) only once it is committed and fsynced in the spool;
-it leaves the spool only after the core broker acknowledged it (PUBACK). A summary still in the
-spool at shutdown stays on disk and goes out after the next start. A summary the spool refuses
-(its disk is full, it is at its cap under ``reject_new``, it failed) is not accepted:
-``submit`` raises :class:`~edge_runtime.errors.UplinkRefusedError` with the reason, counted.
+it leaves the spool only once the core has acknowledged that it stored it durably (the core's
+acknowledgement on ``uplink.ack_topic``; with ``delivery = "broker"``, the core broker's
+PUBACK). A summary still in the spool at shutdown stays on disk and goes out after the next
+start. A summary the spool refuses (its disk is full, it is at its cap under ``reject_new``, it
+failed) is not accepted: ``submit`` raises :class:`~edge_runtime.errors.UplinkRefusedError`
+with the reason, counted.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_runtime.clock import Clock
-from edge_runtime.errors import UplinkRefusedError
+from edge_runtime.errors import DecodeError, UplinkRefusedError
 from edge_runtime.lifecycle import Component
-from edge_runtime.types import Summary
+from edge_runtime.mqtt.link import MqttLink
+from edge_runtime.types import RawMessage, Summary
+from edge_runtime.uplink.acks import decode_ack
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError, SpoolFullError
 
@@ -31,7 +35,9 @@ class SpooledUplink(Component):
     """Spool + sender behind the runtime's :class:`~edge_runtime.uplink.base.Uplink` API.
 
     ``async with`` opens the spool and closes it; the runtime runs :meth:`run` (the sender's
-    drain loop) in its own task group.
+    drain loop) in its own task group. ``link`` is the sender's link to the core broker (for its
+    state and its count of connections lost); ``ack_topic`` is where the core's
+    acknowledgements arrive (None: ``delivery = "broker"``).
     """
 
     def __init__(
@@ -39,18 +45,23 @@ class SpooledUplink(Component):
         spool: Spool,
         sender: Sender,
         *,
+        link: MqttLink,
         site_id: str,
         version: str,
         config_hash: str,
         clock: Clock,
+        ack_topic: str | None = None,
     ) -> None:
         self.spool = spool
         self.sender = sender
+        self.link = link
         self.site_id = site_id
         self.version = version
         self.config_hash = config_hash
         self.clock = clock
         self.refused: Counter[str] = Counter()  # summaries refused, by reason
+        self.ack_topic = ack_topic
+        self.bad_acks = 0
 
     async def start(self) -> None:
         await self.spool.start()
@@ -87,7 +98,8 @@ class SpooledUplink(Component):
 
     def ready(self) -> tuple[bool, str]:
         """Whether the uplink works: the spool takes summaries (no full disk, not at its cap,
-        no error) and the sender is connected to the core broker; the reason either way."""
+        no error), the link to the core broker is up and, with core acknowledgements, none is
+        overdue; the reason either way."""
         problems = []
         broken = self.spool.broken
         spool = self.spool.stats()
@@ -102,16 +114,36 @@ class SpooledUplink(Component):
             )
         if spool.full:
             problems.append("spool at max_bytes: new summaries are refused (reject_new)")
-        sender = self.sender.stats()
-        if not sender.connected:
-            problems.append("uplink not connected to the core broker")
-        # Acknowledgements from the core, once the sender waits for them, are checked here too.
+        if not self.link.is_up:
+            problems.append(f"uplink not connected to the core broker ({self.link.state.value})")
+        elif self.ack_topic is not None:
+            overdue = self.sender.ack_overdue_s()
+            if overdue > 0:
+                problems.append(
+                    "the core has not acknowledged summaries sent "
+                    f"{overdue + self.sender.config.ack_timeout_s:.0f} s ago"
+                )
         if problems:
             return False, "; ".join(problems)
-        return True, f"uplink up, {spool.depth} pending"
+        flowing = ", core acknowledgements flowing" if self.ack_topic is not None else ""
+        return True, f"uplink up{flowing}, {spool.depth} pending"
 
     async def run(self) -> None:
         await self.sender.run()
+
+    def receive(self, message: RawMessage) -> None:
+        """A message on the uplink link's subscription: the core's acknowledgement."""
+        if self.ack_topic is None or message.topic != self.ack_topic:
+            return
+        try:
+            ack = decode_ack(message.payload)
+            if ack.site != self.site_id:
+                raise DecodeError("wrong_site", f"an ack for site {ack.site!r}")
+        except DecodeError as exc:
+            self.bad_acks += 1
+            log.warning("set aside a message on %s: %s", message.topic, exc)
+            return
+        self.sender.on_ack(ack)
 
     async def drain(self, timeout: float) -> int:
         """Give the sender up to ``timeout`` to empty the spool; what is left stays on disk."""
@@ -133,6 +165,7 @@ class SpooledUplink(Component):
         return {
             "state": "up" if sender.connected else "down",
             "up": 1 if sender.connected else 0,
+            "delivery": sender.delivery,
             "pending": spool.depth,
             "spool_bytes": spool.disk_bytes,
             "spool_max_bytes": spool.max_bytes,
@@ -144,8 +177,19 @@ class SpooledUplink(Component):
             "bytes_sent": sender.bytes_sent,
             "messages_sent": sender.messages_sent,
             "backlog_sent": sender.backlog_flagged,
-            "link_downs": sender.link_downs,
+            # every connection lost, whether or not a publish failed with it
+            "link_downs": self.link.disconnects,
+            "drain_failures": sender.link_downs,
             "publish_failures": sender.publish_failures,
+            "unacked": sender.unacked,
+            "oldest_unacked_age_s": sender.oldest_unacked_age_s or 0.0,
+            "core_acked": sender.core_acked,
+            "resent": sender.resent,
+            "acks": sender.acks,
+            "acks_unknown": sender.acks_unknown,
+            "bad_acks": self.bad_acks,
+            "ack_p50_ms": sender.ack_p50_ms,
+            "ack_p99_ms": sender.ack_p99_ms,
             "compacted_parts": spool.compacted_parts,
             "compacted_records": spool.compacted_records,
             "dropped": dict(spool.dropped),

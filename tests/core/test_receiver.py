@@ -112,10 +112,16 @@ def test_core_command_stops_cleanly_on_sigterm(
     http_port = free_port()
     proc = subprocess.Popen(
         [
-            sys.executable, "-m", "edge_runtime", "core",
-            "--broker", f"127.0.0.1:{core_broker.port}",
-            "--db", str(tmp_path / "core.db"),
-            "--http-port", str(http_port),
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "core",
+            "--broker",
+            f"127.0.0.1:{core_broker.port}",
+            "--db",
+            str(tmp_path / "core.db"),
+            "--http-port",
+            str(http_port),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
