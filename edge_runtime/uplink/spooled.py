@@ -16,10 +16,11 @@ from typing import Any
 
 from edge_runtime.clock import Clock
 from edge_runtime.errors import DecodeError
+from edge_runtime.identity import SiteIdentity, open_sealed
 from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.types import RawMessage, Summary
-from edge_runtime.uplink.acks import decode_ack
+from edge_runtime.uplink.acks import CoreAck, decode_ack
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError
 
@@ -48,6 +49,7 @@ class SpooledUplink(Component):
         config_hash: str,
         clock: Clock,
         ack_topic: str | None = None,
+        identity: SiteIdentity | None = None,
     ) -> None:
         self.spool = spool
         self.sender = sender
@@ -57,8 +59,10 @@ class SpooledUplink(Component):
         self.config_hash = config_hash
         self.clock = clock
         self.ack_topic = ack_topic
+        self.identity = identity
         self.rejected = 0
         self.bad_acks = 0
+        self.forged_acks = 0  # acks without a valid signature of the core (identity set)
 
     async def start(self) -> None:
         await self.spool.start()
@@ -93,7 +97,7 @@ class SpooledUplink(Component):
         if self.ack_topic is None or message.topic != self.ack_topic:
             return
         try:
-            ack = decode_ack(message.payload)
+            ack = self._open_ack(message.payload)
             if ack.site != self.site_id:
                 raise DecodeError("wrong_site", f"an ack for site {ack.site!r}")
         except DecodeError as exc:
@@ -101,6 +105,23 @@ class SpooledUplink(Component):
             log.warning("set aside a message on %s: %s", message.topic, exc)
             return
         self.sender.on_ack(ack)
+
+    def _open_ack(self, payload: bytes) -> CoreAck:
+        """The acknowledgement in ``payload``; with an identity, only one the core signed."""
+        identity = self.identity
+        if identity is None:
+            return decode_ack(payload)
+        try:
+            sealed = open_sealed(payload, "ack")
+            sealed.verify(identity.core_public)
+        except DecodeError:
+            self.forged_acks += 1
+            raise
+        ack = decode_ack(sealed.payload)
+        if sealed.site != ack.site:
+            self.forged_acks += 1
+            raise DecodeError("wrong_site", "the signed site and the ack's site differ")
+        return ack
 
     def ready(self) -> tuple[bool, str]:
         """Ready while the link is up and, with core acknowledgements, none is overdue."""
@@ -159,6 +180,8 @@ class SpooledUplink(Component):
             "acks": sender.acks,
             "acks_unknown": sender.acks_unknown,
             "bad_acks": self.bad_acks,
+            "forged_acks": self.forged_acks,
+            "signed": self.identity is not None,
             "ack_p50_ms": sender.ack_p50_ms,
             "ack_p99_ms": sender.ack_p99_ms,
             "compacted_parts": spool.compacted_parts,
