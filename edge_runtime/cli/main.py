@@ -280,6 +280,20 @@ def cmd_reference(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_provision(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision", help="give a site its keys and broker credentials, register it at the core"
+    )
+    p.add_argument("site_id", help="the site's id (its site_id and core-broker user name)")
+    p.add_argument("--registry", required=True, help="the core's site registry directory")
+    p.add_argument("--out", required=True, help="empty directory for the site's identity")
+    p.add_argument("--ca", help="the brokers' CA certificate, copied for the site")
+    p.add_argument("--client-ca-cert", help="CA certificate to issue an mTLS client certificate")
+    p.add_argument("--client-ca-key", help="that CA's private key")
+    p.add_argument("--replace", action="store_true", help="new keys for a registered site")
+    p.set_defaults(func=cmd_provision)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-runtime", description="Edge stream-processing runtime for smart-city sites."
@@ -350,17 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_commands(sub)
 
-    p = sub.add_parser(
-        "provision", help="give a site its keys and broker credentials, register it at the core"
-    )
-    p.add_argument("site_id", help="the site's id (its site_id and core-broker user name)")
-    p.add_argument("--registry", required=True, help="the core's site registry directory")
-    p.add_argument("--out", required=True, help="empty directory for the site's identity")
-    p.add_argument("--ca", help="the brokers' CA certificate, copied for the site")
-    p.add_argument("--client-ca-cert", help="CA certificate to issue an mTLS client certificate")
-    p.add_argument("--client-ca-key", help="that CA's private key")
-    p.add_argument("--replace", action="store_true", help="new keys for a registered site")
-    p.set_defaults(func=cmd_provision)
+    _add_provision(sub)
 
     p = sub.add_parser("config-reference", help="print the config reference (markdown)")
     p.add_argument("-o", "--output", help="write to this file")
