@@ -14,6 +14,11 @@ builds it (spool, sender, MQTT link subscribed to the site's ack topic):
     deleted on the broker's PUBACK (the guarantee this project had before), and the ratio.
     How long the core then takes to have all of them stored is printed beside it.
 
+(c) the CPU cost of signed uplink (``--signing`` runs only this part): per 1,000 summaries
+    in messages of 500 (the site's default max_batch), the site's sealing (Ed25519 signature
+    over the message) against encoding the message, and the core's opening, verifying and
+    replay check against decoding alone, each measured in the same run.
+
 The two drains use different site ids, so neither finds the other's summaries stored. The
 target printed beside the figures (20,000 summaries/s end to end) is this project's. A
 measurement, not a test.
@@ -38,12 +43,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.broker import MosquittoProcess, free_port
 from edge_runtime.clock import SystemClock
+from edge_runtime.core.config import CoreConfig
+from edge_runtime.core.verify import UplinkVerifier
+from edge_runtime.identity import Sealer
 from edge_runtime.mqtt import MqttLink
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.types import Envelope, RawMessage, Summary
+from edge_runtime.uplink import encode_envelopes
 from edge_runtime.uplink.config import Delivery, SenderConfig
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import Spool, SpoolConfig, SyncSpool
@@ -196,6 +206,44 @@ async def live(work: Path, broker: MosquittoProcess, rate: float, seconds: float
     return {"p50": stats.ack_p50_ms, "p99": stats.ack_p99_ms, "acked": stats.core_acked}
 
 
+def signing_cost(rounds: int = 200) -> None:
+    """(c): the signing cost at both ends, per 1,000 summaries (see the module docstring)."""
+    class _Registry:  # the verifier needs only public_key()
+        def __init__(self, key: Ed25519PrivateKey) -> None:
+            self.key = key.public_key()
+
+        def public_key(self, site: str) -> Any:
+            return self.key
+
+    per_message = 500
+    envelopes = make_envelopes("bench-sign", per_message)
+    key = Ed25519PrivateKey.generate()
+    sealer = Sealer(key, "bench-sign")
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        payload = encode_envelopes(envelopes, "msgpack")
+    encode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    sealed = [sealer.seal("uplink", payload) for _ in range(rounds)]
+    seal_s = time.perf_counter() - t0
+    plain = UplinkVerifier(CoreConfig(), None)
+    signed = UplinkVerifier(CoreConfig(), _Registry(key))  # type: ignore[arg-type]
+    now = time.time()
+    t0 = time.perf_counter()
+    for _ in range(rounds):
+        plain.envelopes(payload, {}, now)
+    decode_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for message in sealed:
+        signed.envelopes(message, {}, now)
+    verify_s = time.perf_counter() - t0
+    per_k = 1000 / (rounds * per_message) * 1000  # ms per 1,000 summaries
+    print(f"(c) signed uplink, CPU per 1,000 summaries ({per_message} per message, {rounds} messages)")
+    print(f"    site:  encode {encode_s * per_k:.3f} ms, + seal {seal_s * per_k:.3f} ms ({seal_s / encode_s:.1%} of the encode)")
+    print(f"    core:  decode {decode_s * per_k:.3f} ms, + open/verify/replay check {(verify_s - decode_s) * per_k:.3f} ms (signed/unsigned x{verify_s / decode_s:.2f})")
+    print(f"    bytes: {len(payload)} unsigned, {len(sealed[0])} sealed (+{len(sealed[0]) - len(payload)})")
+
+
 async def main(quick: bool) -> None:
     n = 50_000 if quick else 200_000
     work = Path(tempfile.mkdtemp(prefix="bench-uplink-"))
@@ -269,4 +317,8 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="50,000 summaries instead of 200,000")
-    asyncio.run(main(parser.parse_args().quick))
+    parser.add_argument("--signing", action="store_true", help="only (c), the signing cost")
+    args = parser.parse_args()
+    signing_cost()
+    if not args.signing:
+        asyncio.run(main(args.quick))

@@ -197,6 +197,8 @@ def cmd_core(args: argparse.Namespace) -> int:
         updates["broker"] = config.broker.model_copy(update=broker)
     if args.db:
         updates["database"] = Path(args.db)
+    if args.registry:
+        updates["registry"] = Path(args.registry)
     if args.nats:
         base = config.nats or NatsForwardConfig()
         updates["nats"] = base.model_copy(update={"url": args.nats})
@@ -220,6 +222,35 @@ def cmd_core(args: argparse.Namespace) -> int:
         print(orjson.dumps(receiver.status(), option=orjson.OPT_INDENT_2).decode())
 
     _run_async(serve())
+    return 0
+
+
+def cmd_provision(args: argparse.Namespace) -> int:
+    from edge_runtime.identity import provision  # noqa: PLC0415
+
+    client_ca = None
+    if args.client_ca_cert or args.client_ca_key:
+        if not (args.client_ca_cert and args.client_ca_key):
+            raise ConfigError("give both --client-ca-cert and --client-ca-key")
+        client_ca = (Path(args.client_ca_cert), Path(args.client_ca_key))
+    done = provision(
+        args.site_id,
+        Path(args.registry),
+        Path(args.out),
+        ca_file=Path(args.ca) if args.ca else None,
+        client_ca=client_ca,
+        replace=args.replace,
+    )
+    print(f"site {done.site_id} registered (key id {done.key_id})")
+    print(f"  identity directory (mount as a secret): {done.out}")
+    print(f"  core broker: user {done.broker_username!r}, password in {done.out}/broker-password")
+    print(f"  core broker password file: {done.password_file}; ACL file: {done.acl_file}")
+    if done.client_certificate is not None:
+        print(f"  client certificate (CN {done.site_id}): {done.client_certificate}")
+    print("site config:")
+    print(f'  [identity]\n  dir = "{done.out}"')
+    print(f'  [uplink.broker]\n  username = "{done.broker_username}"')
+    print(f'  password_file = "{done.out}/broker-password"')
     return 0
 
 
@@ -247,6 +278,20 @@ def cmd_reference(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _add_provision(sub: Any) -> None:
+    p = sub.add_parser(
+        "provision", help="give a site its keys and broker credentials, register it at the core"
+    )
+    p.add_argument("site_id", help="the site's id (its site_id and core-broker user name)")
+    p.add_argument("--registry", required=True, help="the core's site registry directory")
+    p.add_argument("--out", required=True, help="empty directory for the site's identity")
+    p.add_argument("--ca", help="the brokers' CA certificate, copied for the site")
+    p.add_argument("--client-ca-cert", help="CA certificate to issue an mTLS client certificate")
+    p.add_argument("--client-ca-key", help="that CA's private key")
+    p.add_argument("--replace", action="store_true", help="new keys for a registered site")
+    p.set_defaults(func=cmd_provision)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -298,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-c", "--config", help="core config (TOML, see docs/config-reference.md)")
     p.add_argument("--broker", help="core broker as HOST:PORT (overrides the config)")
     p.add_argument("--db", help="SQLite database path (overrides the config)")
+    p.add_argument("--registry", help="site registry: verify signed uplink, sign acks")
     p.add_argument("--nats", help="NATS JetStream URL (the store of record with --store nats)")
     p.add_argument(
         "--store",
@@ -317,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     from edge_runtime.replay.cli import add_commands  # noqa: PLC0415 (keeps --help cheap)
 
     add_commands(sub)
+
+    _add_provision(sub)
 
     p = sub.add_parser("config-reference", help="print the config reference (markdown)")
     p.add_argument("-o", "--output", help="write to this file")

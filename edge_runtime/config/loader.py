@@ -15,6 +15,7 @@ from pydantic import BaseModel, SecretStr, ValidationError
 
 from edge_runtime.config.models import BrokerConfig, SiteConfig
 from edge_runtime.errors import ConfigError, PluginError
+from edge_runtime.identity import load_identity
 from edge_runtime.pipelines.api import PipelineConfig
 from edge_runtime.pipelines.registry import (
     PluginRegistry,
@@ -123,6 +124,16 @@ def parse_config(
         for name, problem in broker.file_problems():
             raise ConfigError(problem, source=source, field=f"{field}.{name}")
         _resolve_secret(broker, field, source, env)
+    if site.ops.http_enabled:
+        try:
+            site.ops.token()
+        except ConfigError as exc:
+            raise ConfigError(str(exc), source=source, field="ops.http_token_env") from exc
+    if site.identity is not None:  # a missing or wrong identity is refused here, not at start
+        try:
+            load_identity(site.identity.dir, site.site_id)
+        except ConfigError as exc:
+            raise ConfigError(str(exc), source=source, field="identity.dir") from exc
     if registry is None:
         try:
             registry = default_registry(site.plugin_paths)
@@ -181,6 +192,18 @@ def _resolve_paths(site: SiteConfig, base: Path) -> SiteConfig:
             "plugin_paths": [rel(p) for p in site.plugin_paths],
             "site_broker": broker(site.site_broker),
             "uplink": site.uplink.model_copy(update={"broker": broker(site.uplink.broker)}),
+            "ops": site.ops.model_copy(
+                update={
+                    "http_token_file": rel(site.ops.http_token_file)
+                    if site.ops.http_token_file is not None
+                    else None
+                }
+            ),
+            "identity": (
+                site.identity.model_copy(update={"dir": rel(site.identity.dir)})
+                if site.identity is not None
+                else None
+            ),
         }
     )
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_runtime.identity.config import IdentityConfig
 from edge_runtime.mqtt.config import BrokerConfig, TLSConfig
 from edge_runtime.ops.config import OpsConfig
 from edge_runtime.sources.config import IngestConfig, OverflowPolicy
@@ -50,6 +51,11 @@ class SiteConfig(_Model):
     )
     uplink: UplinkConfig = Field(
         default_factory=UplinkConfig, description="The uplink to the core."
+    )
+    identity: IdentityConfig | None = Field(
+        default=None,
+        description="The site's identity (see 'edge-runtime provision'): signed uplink, signed "
+        "acknowledgements. Unset: unsigned, as a core without a registry expects.",
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest settings.")
     ops: OpsConfig = Field(default_factory=OpsConfig, description="Metrics, health and logs.")

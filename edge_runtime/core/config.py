@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.mqtt.config import BrokerConfig
+from edge_runtime.ops.auth import check_exposure
 
 __all__ = ["CoreConfig", "NatsForwardConfig"]
 
@@ -118,9 +119,54 @@ class CoreConfig(BaseModel):
         "(MQTT 5 receive maximum); should a broker send more, the core drops its connection "
         "and the broker delivers the messages again (counted as inbox_overflow).",
     )
-    http_host: str = Field(default="127.0.0.1", description="Address of the status endpoint.")
+    registry: Path | None = Field(
+        default=None,
+        description="The site registry 'edge-runtime provision' fills (site public keys, the "
+        "core's signing key). Set: signed uplink messages are verified against it before "
+        "anything is stored or acknowledged, and acknowledgements are signed with the core "
+        "key. Unset: no signatures (as before).",
+    )
+    require_signed: bool | None = Field(
+        default=None,
+        description="Refuse unsigned uplink messages (counted as rejected_unsigned). Default: "
+        "true when registry is set; it cannot be true without a registry.",
+    )
+    max_seq_ahead: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="An envelope whose sequence number is more than this beyond the highest "
+        "the core has seen from its site is refused with its message (rejected_seq_too_far), "
+        "so a forged number cannot fake millions of missing summaries. Keep it above the most "
+        "summaries a site may hold in its spool.",
+    )
+    replay_window_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A signed message signed longer ago than this is refused (rejected_stale), "
+        "and within it a message whose signing time was seen before is refused "
+        "(rejected_replayed). The site signs when it sends (a resend is signed again), so "
+        "this bounds the transit time and the time a message may wait at the broker.",
+    )
+    max_clock_skew_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="How far ahead of the core's clock a site's signing time may be.",
+    )
+    http_host: str = Field(
+        default="127.0.0.1",
+        description="Address of the status endpoint. Beyond loopback it needs http_token_env "
+        "or http_token_file.",
+    )
     http_port: int = Field(
         default=9109, ge=0, le=65535, description="Port of /metrics and /status; 0 = free port."
+    )
+    http_token_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the bearer token that /metrics, /readyz "
+        "and /status require (/healthz stays open for probes).",
+    )
+    http_token_file: Path | None = Field(
+        default=None, description="File holding the bearer token (instead of http_token_env)."
     )
 
     @field_validator("broker", mode="after")
@@ -150,7 +196,18 @@ class CoreConfig(BaseModel):
             raise ValueError("ack_topic must be a topic name, not a filter (no + or #)")
         if "{site_id}" not in self.ack_topic:
             raise ValueError("ack_topic must name the site: put '{site_id}' in it")
+        if self.require_signed and self.registry is None:
+            raise ValueError(
+                "require_signed = true needs a registry (the site public keys to verify with)"
+            )
+        check_exposure(self.http_host, self.http_token_env, self.http_token_file, "http_")
         return self
+
+    @property
+    def signatures_required(self) -> bool:
+        if self.require_signed is None:
+            return self.registry is not None
+        return self.require_signed
 
     @property
     def jetstream(self) -> NatsForwardConfig | None:

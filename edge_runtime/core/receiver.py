@@ -47,12 +47,14 @@ from edge_runtime.core.config import CoreConfig
 from edge_runtime.core.forward import NatsForwarder
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.store import SummaryStore, covered_seqs
+from edge_runtime.core.verify import REJECT_REASONS, UplinkVerifier
 from edge_runtime.errors import DecodeError, TransportError, UplinkError
+from edge_runtime.identity import SiteRegistry
 from edge_runtime.mqtt.link import MqttLink
+from edge_runtime.ops.auth import resolve_token
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.types import Envelope, RawMessage
 from edge_runtime.uplink.acks import encode_ack, seq_ranges
-from edge_runtime.uplink.envelope import decode_envelopes
 
 __all__ = ["CRASH_AFTER_ENV", "CoreReceiver"]
 
@@ -97,6 +99,8 @@ class CoreReceiver:
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
         self._final: dict[str, Any] | None = None  # the status as the store closed
+        self.sites_registry = SiteRegistry(config.registry) if config.registry else None
+        self.verifier = UplinkVerifier(config, self.sites_registry)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_CoreCollector(self))
 
@@ -152,6 +156,14 @@ class CoreReceiver:
             "held": self.link.held if self.link else 0,
             "nats": self.forwarder.stats() if self.forwarder else None,
             "sites": {site: p.as_dict(now) for site, p in sorted(self.sites.items())},
+            "security": {
+                "registry": str(self.config.registry) if self.config.registry else None,
+                "require_signed": self.config.signatures_required,
+                "signed_messages": self.counters["signed_messages"],
+                "rejected": {
+                    reason: self.counters[f"rejected_{reason}"] for reason in REJECT_REASONS
+                },
+            },
         }
 
     def ready(self) -> tuple[bool, str]:
@@ -188,6 +200,7 @@ class CoreReceiver:
                     self.registry,
                     ready=self.ready,
                     status=self.status,
+                    token=resolve_token(cfg.http_token_env, cfg.http_token_file),
                 )
             )
             async with asyncio.TaskGroup() as tg:
@@ -219,9 +232,10 @@ class CoreReceiver:
                 await self._wake.wait()
                 continue
             batch = [inbox.popleft() for _ in range(min(len(inbox), _ROUND_MESSAGES))]
+            envelopes = self._decode(batch)  # once: a replay check must not see a retry
             while True:
                 try:
-                    await self._handle(batch)
+                    await self._handle(batch, envelopes)
                 except (UplinkError, OSError, sqlite3.Error) as exc:
                     self.counters["store_failures"] += 1
                     if self._stop.is_set():
@@ -249,17 +263,24 @@ class CoreReceiver:
                 link.reconnect("to have the messages refused by the full inbox delivered again")
 
     def _decode(self, batch: list[RawMessage]) -> list[Envelope]:
+        """The envelopes of the messages that pass :class:`UplinkVerifier`; the others are
+        counted by reason, never stored and never acknowledged (their PUBACK goes out with
+        the round's, so the broker does not deliver them again)."""
         envelopes: list[Envelope] = []
+        now = time.time()
         for message in batch:
             try:
-                envelopes.extend(decode_envelopes(message.payload))
+                found, signer = self.verifier.envelopes(message.payload, self.sites, now)
             except DecodeError as exc:
                 self.counters[f"rejected_{exc.reason}"] += 1
                 log.warning("rejected a message on %s: %s", message.topic, exc)
+                continue
+            if signer is not None:
+                self.counters["signed_messages"] += 1
+            envelopes.extend(found)
         return envelopes
 
-    async def _handle(self, batch: list[RawMessage]) -> None:
-        envelopes = self._decode(batch)
+    async def _handle(self, batch: list[RawMessage], envelopes: list[Envelope]) -> None:
         if self._crash_after is not None:
             received = self.counters["messages"] + len(batch)
             if received >= self._crash_after:
@@ -359,6 +380,8 @@ class CoreReceiver:
         assert self.link is not None
         topic = self.config.ack_topic.format(site_id=site)
         payload = encode_ack(site, seq_ranges(seqs))
+        if self.sites_registry is not None:
+            payload = self.sites_registry.sealer.seal("ack", payload, site=site)
         try:
             await self.link.publish(topic, payload, qos=1, timeout=_ACK_TIMEOUT_S)
         except TransportError as exc:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from edge_runtime.ops.auth import check_exposure, resolve_token
 
 __all__ = ["OpsConfig"]
 
@@ -17,7 +20,20 @@ class OpsConfig(_Model):
     """Metrics, health and logs."""
 
     http_host: str = Field(
-        default="127.0.0.1", description="Address of the metrics/health HTTP endpoint."
+        default="127.0.0.1",
+        description="Address of the metrics/health HTTP endpoint. Beyond loopback (0.0.0.0, a "
+        "LAN address, a host name) it needs http_token_env or http_token_file, or the config "
+        "is refused.",
+    )
+    http_token_env: str | None = Field(
+        default=None,
+        description="Environment variable holding the bearer token that /metrics, /readyz and "
+        "/status then require ('Authorization: Bearer <token>'); /healthz stays open for "
+        "liveness probes.",
+    )
+    http_token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token (instead of http_token_env; a mounted secret).",
     )
     http_enabled: bool = Field(
         default=True, description="Serve the metrics/health HTTP endpoint at all."
@@ -58,3 +74,13 @@ class OpsConfig(_Model):
         "with the pipeline's name and counted in edge_pipeline_errors_total{pipeline,call}; "
         "the other pipelines go on.",
     )
+
+    @model_validator(mode="after")
+    def _exposure(self) -> OpsConfig:
+        if self.http_enabled:
+            check_exposure(self.http_host, self.http_token_env, self.http_token_file, "http_")
+        return self
+
+    def token(self) -> str | None:
+        """The bearer token, read now (:class:`~edge_runtime.errors.ConfigError` if missing)."""
+        return resolve_token(self.http_token_env, self.http_token_file)

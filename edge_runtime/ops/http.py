@@ -1,5 +1,8 @@
 """The operations endpoint on aiohttp: /metrics (Prometheus text), /healthz, /readyz, /status.
 
+With a bearer token (see :mod:`edge_runtime.ops.auth`) every path but /healthz answers 401
+without ``Authorization: Bearer <token>``.
+
 aiohttp parses the requests: an oversized or malformed request gets its 4xx from there and the
 server goes on answering. The :class:`aiohttp.web.Application` is public (``OpsServer.app``) so
 that a component above (the core's fleet page) can add its routes before the server starts.
@@ -7,6 +10,7 @@ that a component above (the core's fleet page) can add its routes before the ser
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -39,13 +43,15 @@ class OpsServer(Component):
         *,
         ready: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
+        token: str | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.registry = registry
         self.ready = ready
         self.status = status
-        self.app = web.Application(middlewares=[_plain_errors])
+        self._token = token.encode() if token is not None else None
+        self.app = web.Application(middlewares=[_plain_errors, self._authorise])
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
         self.app.router.add_get("/readyz", self._readyz)
@@ -68,6 +74,19 @@ class OpsServer(Component):
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    @web.middleware
+    async def _authorise(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """With a token, every path but /healthz needs ``Authorization: Bearer <token>``."""
+        if self._token is None or request.path == "/healthz":
+            return await handler(request)
+        given = request.headers.get(hdrs.AUTHORIZATION, "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), self._token):
+            return await handler(request)
+        return web.Response(
+            status=401, text="bearer token required\n", headers={hdrs.WWW_AUTHENTICATE: "Bearer"}
+        )
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(

@@ -27,6 +27,7 @@ from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.decode.decoders import ReadingDecoder
 from edge_runtime.errors import UplinkRefusedError
+from edge_runtime.identity import load_identity
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
@@ -188,6 +189,7 @@ class SiteRuntime:
                         self.registry,
                         ready=self.ready,
                         status=self.status,
+                        token=cfg.ops.token(),
                     )
                 )
             topics = minimal_filters(
@@ -472,6 +474,8 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
     """The spooled uplink (store and forward), or the in-memory one when it is switched off."""
     cfg = runtime.config
     site_id, config_hash, clock = cfg.site_id, runtime.loaded.config_hash, runtime.clock
+    identity = load_identity(cfg.identity.dir, site_id) if cfg.identity is not None else None
+    sealer = identity.sealer if identity is not None else None
     if not cfg.uplink.store_and_forward:
         seq = SeqAllocator(cfg.data_dir / "seq.state")
         return MemoryUplink(
@@ -482,6 +486,7 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
             config_hash=config_hash,
             seq=seq,
             clock=clock,
+            sealer=sealer,
         )
     up = cfg.uplink
     spool = Spool(spool_config(runtime), data_dir=cfg.data_dir, clock=runtime.clock)
@@ -503,6 +508,7 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
         ),
         clock=runtime.clock,
         link_generation=lambda: link.connects,
+        sealer=sealer,
     )
     acks = up.ack_subscriptions(site_id)
     return SpooledUplink(
@@ -514,4 +520,5 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
         config_hash=config_hash,
         clock=clock,
         ack_topic=acks[0] if acks else None,
+        identity=identity,
     )

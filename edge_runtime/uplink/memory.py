@@ -16,6 +16,7 @@ from typing import Any
 
 from edge_runtime.clock import Clock
 from edge_runtime.errors import TransportError
+from edge_runtime.identity import Sealer
 from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.types import Envelope, RawMessage, Summary
@@ -41,8 +42,10 @@ class MemoryUplink(Component):
         config_hash: str,
         seq: SeqAllocator,
         clock: Clock,
+        sealer: Sealer | None = None,
     ) -> None:
         self.config = config
+        self.sealer = sealer
         self.link = link
         self.site_id = site_id
         self.version = version
@@ -109,6 +112,8 @@ class MemoryUplink(Component):
 
     async def _send(self, chunk: list[Envelope]) -> None:
         payload = encode_envelopes(chunk, self.config.encoding)
+        if self.sealer is not None:
+            payload = self.sealer.seal("uplink", payload)
         await self.link.publish(self.topic, payload, qos=1)
 
     async def run(self) -> None:

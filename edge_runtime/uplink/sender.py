@@ -36,6 +36,7 @@ from typing import Protocol
 from edge_runtime.backoff import Backoff
 from edge_runtime.clock import Clock, SystemClock
 from edge_runtime.errors import TransportError
+from edge_runtime.identity import Sealer
 from edge_runtime.lifecycle import Component
 from edge_runtime.uplink.acks import CoreAck
 from edge_runtime.uplink.config import SenderConfig
@@ -141,7 +142,8 @@ class Sender(Component):
 
     With ``config.delivery == "core"`` feed the core's acknowledgements to :meth:`on_ack`;
     ``link_generation`` (the link's count of connections made) lets the sender resend what
-    is unacknowledged after a reconnect even when no publish failed.
+    is unacknowledged after a reconnect even when no publish failed. With a ``sealer`` every
+    uplink message is signed (see :mod:`edge_runtime.identity.sealed`).
     """
 
     def __init__(
@@ -152,8 +154,10 @@ class Sender(Component):
         *,
         clock: Clock | None = None,
         link_generation: Callable[[], int] | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.config = config
+        self._sealer = sealer
         self._spool = spool
         self._publisher = publisher
         self._clock: Clock = clock or SystemClock()
@@ -435,6 +439,8 @@ class Sender(Component):
         self._in_flight += 1
         try:
             payload = self._message(records, resent)
+            if self._sealer is not None:
+                payload = self._sealer.seal("uplink", payload)
             try:
                 async with asyncio.timeout(self.config.publish_timeout_s):
                     await self._publisher.publish(self.config.topic, payload, QOS)

@@ -19,10 +19,11 @@ from typing import Any
 
 from edge_runtime.clock import Clock
 from edge_runtime.errors import DecodeError, UplinkRefusedError
+from edge_runtime.identity import SiteIdentity, open_sealed
 from edge_runtime.lifecycle import Component
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.types import RawMessage, Summary
-from edge_runtime.uplink.acks import decode_ack
+from edge_runtime.uplink.acks import CoreAck, decode_ack
 from edge_runtime.uplink.sender import Sender
 from edge_runtime.uplink.spool import SiteWrap, Spool, SpoolError, SpoolFullError
 
@@ -51,6 +52,7 @@ class SpooledUplink(Component):
         config_hash: str,
         clock: Clock,
         ack_topic: str | None = None,
+        identity: SiteIdentity | None = None,
     ) -> None:
         self.spool = spool
         self.sender = sender
@@ -61,7 +63,9 @@ class SpooledUplink(Component):
         self.clock = clock
         self.refused: Counter[str] = Counter()  # summaries refused, by reason
         self.ack_topic = ack_topic
+        self.identity = identity
         self.bad_acks = 0
+        self.forged_acks = 0  # acks without a valid signature of the core (identity set)
 
     async def start(self) -> None:
         await self.spool.start()
@@ -136,7 +140,7 @@ class SpooledUplink(Component):
         if self.ack_topic is None or message.topic != self.ack_topic:
             return
         try:
-            ack = decode_ack(message.payload)
+            ack = self._open_ack(message.payload)
             if ack.site != self.site_id:
                 raise DecodeError("wrong_site", f"an ack for site {ack.site!r}")
         except DecodeError as exc:
@@ -144,6 +148,23 @@ class SpooledUplink(Component):
             log.warning("set aside a message on %s: %s", message.topic, exc)
             return
         self.sender.on_ack(ack)
+
+    def _open_ack(self, payload: bytes) -> CoreAck:
+        """The acknowledgement in ``payload``; with an identity, only one the core signed."""
+        identity = self.identity
+        if identity is None:
+            return decode_ack(payload)
+        try:
+            sealed = open_sealed(payload, "ack")
+            sealed.verify(identity.core_public)
+        except DecodeError:
+            self.forged_acks += 1
+            raise
+        ack = decode_ack(sealed.payload)
+        if sealed.site != ack.site:
+            self.forged_acks += 1
+            raise DecodeError("wrong_site", "the signed site and the ack's site differ")
+        return ack
 
     async def drain(self, timeout: float) -> int:
         """Give the sender up to ``timeout`` to empty the spool; what is left stays on disk."""
@@ -188,6 +209,8 @@ class SpooledUplink(Component):
             "acks": sender.acks,
             "acks_unknown": sender.acks_unknown,
             "bad_acks": self.bad_acks,
+            "forged_acks": self.forged_acks,
+            "signed": self.identity is not None,
             "ack_p50_ms": sender.ack_p50_ms,
             "ack_p99_ms": sender.ack_p99_ms,
             "compacted_parts": spool.compacted_parts,
