@@ -9,6 +9,7 @@ and hands the batch to the plugin.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import operator
@@ -29,10 +30,11 @@ from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
+from edge_runtime.runtime.checkpointing import Checkpointer
 from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.sources.queue import IngestQueue
 from edge_runtime.sources.topics import TopicMatcher, minimal_filters
-from edge_runtime.types import RawMessage, Summary
+from edge_runtime.types import KeyTable, RawMessage, Summary
 from edge_runtime.uplink.base import Uplink
 from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.memory import MemoryUplink
@@ -90,6 +92,16 @@ class SiteRuntime:
         self.uplink_link: MqttLink | None = None
         self.uplink: Uplink | None = None
         self.ops: OpsServer | None = None
+        self._emit_lock = asyncio.Lock()  # pipeline calls + spool appends vs. snapshots
+        self.checkpointer: Checkpointer | None = None
+        if self.config.checkpoint.enabled and source is None:
+            self.checkpointer = Checkpointer(
+                self.config.checkpoint,
+                self.config.data_dir,
+                [slot.pipeline for slot in self.slots],
+                clock=self.clock,
+                always_qos0=self.config.ingest.qos == 0,
+            )
         self.stats.gauges["ingest_queue_depth"] = lambda: float(len(self.queue))
         self.stats.gauges["ingest_queue_capacity"] = lambda: float(self.queue.capacity)
         self.stats.gauges["site_broker_up"] = lambda: float(
@@ -99,16 +111,18 @@ class SiteRuntime:
 
     def _make_slot(self, config: Any) -> PipelineSlot:
         cls = self.loaded.registry[config.type]
+        keys = KeyTable()  # shared by the decoder and the plugin (which restores into it)
         ctx = PipelineContext(
             site_id=self.config.site_id,
             pipeline=config.name,
             clock=self.clock,
             base_dir=self.loaded.base_dir,
+            key_table=keys,
         )
         pipeline = cls(config, ctx)
         self.stats.pipeline_events[config.name] = ctx.counters
         self.stats.pipeline_gauges[config.name] = pipeline.gauges
-        return PipelineSlot(pipeline, ReadingDecoder(config.decode))
+        return PipelineSlot(pipeline, ReadingDecoder(config.decode, keys))
 
     # -- public control ----------------------------------------------------------------------
 
@@ -136,6 +150,7 @@ class SiteRuntime:
             "ready": self.ready()[0],
             "site_broker": self.site_link.state.value if self.site_link else "none",
             "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
+            "checkpoint": self.checkpointer.status() if self.checkpointer else {"enabled": False},
             **self.stats.snapshot(),
         }
 
@@ -177,6 +192,9 @@ class SiteRuntime:
                 [t for slot in self.slots for t in slot.pipeline.config.topics]
                 + cfg.ingest.extra_subscriptions
             )
+            checkpointer = self.checkpointer
+            if checkpointer is not None:
+                checkpointer.restore()
             if self._source is None:
                 self.site_link = await stack.enter_async_context(
                     MqttLink(
@@ -188,8 +206,11 @@ class SiteRuntime:
                         sink=self.queue.put,
                         max_payload_bytes=cfg.ingest.max_payload_bytes,
                         on_oversized=self._oversized,
+                        manual_ack=self._manual_ack(site_broker),
                     )
                 )
+                if checkpointer is not None and self.site_link.manual_ack:
+                    checkpointer.link = self.site_link
             log.info(
                 "site %s running %d pipeline(s): %s",
                 cfg.site_id,
@@ -211,20 +232,24 @@ class SiteRuntime:
                     process = tg.create_task(self._source_loop(self._source), name="replay")
                 sender = tg.create_task(self.uplink.run(), name="uplink-sender")
                 ticker = tg.create_task(self._tick_loop(), name="pipeline-ticks")
+                checkpoints = None
+                if checkpointer is not None:
+                    checkpoints = tg.create_task(self._checkpoint_loop(), name="checkpoints")
                 self._started.set()
                 await self._stop.wait()
                 log.info("draining: stop reading, flush pipelines, hand summaries to the core")
+                self.queue.close()  # what comes now stays unacknowledged, for the next start
+                if self.site_link is not None and not self.site_link.manual_ack:
+                    await self.site_link.close()
+                await process
+                await self._close_streams(streams)
+                async with self._emit_lock:  # never between a tick's emission and its append
+                    ticker.cancel()
+                if checkpoints is not None:
+                    await checkpoints  # it stops at _stop; a write under way finishes
+                await self._stop_pipelines()
                 if self.site_link is not None:
                     await self.site_link.close()
-                self.queue.close()
-                await process
-                for slot in self.slots:
-                    if slot.pipeline.input_kind == "stream":
-                        slot.pipeline.close()
-                for stream in streams:
-                    await stream
-                ticker.cancel()
-                await self._emit_all(lambda p: p.flush())
                 left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
                 sender.cancel()
             log.info(
@@ -233,6 +258,64 @@ class SiteRuntime:
                 sum(self.stats.summaries_out.values()),
                 left,
             )
+
+    async def _close_streams(self, streams: Sequence[asyncio.Task[None]]) -> None:
+        for slot in self.slots:
+            if slot.pipeline.input_kind == "stream":
+                slot.pipeline.close()
+        for stream in streams:
+            await stream
+
+    def _manual_ack(self, broker: BrokerConfig) -> bool:
+        """Hold PUBACKs until a checkpoint covers the message: checkpoints on, a stateful
+        pipeline, QoS 1, a client that can hold them, and a session that outlives us."""
+        if self.checkpointer is None or not self.checkpointer.pipelines:
+            return False
+        if self.config.ingest.qos != 1:
+            return False
+        if broker.transport != "gmqtt" or broker.clean_start:
+            log.warning(
+                "checkpoints on, but the site broker link acknowledges input on receipt "
+                "(transport %s, clean_start %s): after a crash, input received since the last "
+                'checkpoint is lost. Set site_broker.transport = "gmqtt" and clean_start = '
+                "false for exactly-once window results.",
+                broker.transport,
+                broker.clean_start,
+            )
+            return False
+        return True
+
+    async def _stop_pipelines(self) -> None:
+        """Clean stop: plugins with the state API are checkpointed (their open windows carry
+        over to the next start); the others flush what they hold, as partial results."""
+        checkpointer = self.checkpointer
+        stateful = set() if checkpointer is None else set(checkpointer.pipelines)
+        async with self._emit_lock:
+            for slot in self.slots:
+                if slot.pipeline not in stateful:
+                    await self._submit(slot.name, slot.pipeline.flush())
+        if checkpointer is not None:
+            await checkpointer.checkpoint(self._emit_lock, clean=True)
+            log.info(
+                "checkpoint %d written at stop: %s carry their open windows to the next start",
+                checkpointer.seq,
+                ", ".join(p.name for p in checkpointer.pipelines) or "no pipeline",
+            )
+
+    async def _checkpoint_loop(self) -> None:
+        checkpointer = self.checkpointer
+        assert checkpointer is not None
+        interval = self.config.checkpoint.interval_s
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                break
+            try:
+                await checkpointer.checkpoint(self._emit_lock)
+            except OSError:
+                # input stays unacknowledged (the broker keeps it); try again next interval
+                log.exception("checkpoint %d could not be written", checkpointer.seq)
 
     async def _embedded(
         self,
@@ -271,11 +354,17 @@ class SiteRuntime:
     async def _process_loop(self) -> None:
         ingest = self.config.ingest
         wait = ingest.batch_wait_ms / 1000.0
+        checkpointer = self.checkpointer
+        lock = self._emit_lock
         while True:
             batch = await self.queue.get_batch(ingest.batch_max, wait)
             if not batch:
                 break  # the queue was closed and is empty
-            await self._dispatch(batch)
+            if checkpointer is None:
+                await self._dispatch(batch)
+                continue
+            async with lock:
+                await self._dispatch(checkpointer.admit(batch))
         self.stats.ingest_dropped["overflow"] = self.queue.dropped
 
     async def _source_loop(self, source: MessageSource) -> None:
@@ -319,6 +408,8 @@ class SiteRuntime:
             await stream.settle()
 
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
+        if not batch:
+            return
         stats = self.stats
         stats.messages_in += len(batch)
         stats.bytes_in += sum(map(len, map(_payload, batch)))
@@ -379,6 +470,8 @@ class SiteRuntime:
 
     async def _submit(self, name: str, summaries: Sequence[Summary]) -> None:
         if summaries:
+            if self.checkpointer is not None:
+                self.checkpointer.note_emitted()
             self.stats.summaries_out[name] += len(summaries)
             assert self.uplink is not None
             await self.uplink.submit(summaries, replayed=self._source is not None)
@@ -393,8 +486,9 @@ class SiteRuntime:
         interval = self.config.ops.tick_interval_s
         while True:
             await asyncio.sleep(interval)
-            now = self.clock.time()
-            await self._emit_all(operator.methodcaller("on_tick", now))
+            async with self._emit_lock:
+                now = self.clock.time()
+                await self._emit_all(operator.methodcaller("on_tick", now))
 
 
 def spool_config(runtime: SiteRuntime) -> SpoolConfig:
