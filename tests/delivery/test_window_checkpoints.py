@@ -278,4 +278,5 @@ async def test_sigkills_under_load_keep_windows_exact(
     figures("(b) 20 SIGKILLs at random moments under load, QoS 1", **info)
     assert result.wrong == []
     assert result.missing == []
-    assert info["seq gaps at the core"] == 0
+    # seq gaps are not asserted here: after a kill -9 the spool skips sequence numbers on
+    # purpose (its regression floor), so the core sees gaps without any summary missing
