@@ -20,9 +20,12 @@ after its end) is recomputed and re-emitted as a ``"correction"`` with the next 
 
 from __future__ import annotations
 
+import io
+import json
 import math
 from collections.abc import Callable, Iterable
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +35,8 @@ from edge_runtime.aggregation.stats import PERCENTILES, grouped_stats
 from edge_runtime.types import ReadingBatch, Summary
 
 __all__ = ["CountFn", "WindowStore"]
+
+_STATE_VERSION = 1
 
 CountFn = Callable[[str, int], None]
 KeyArray = npt.NDArray[np.int32]
@@ -142,6 +147,7 @@ class WindowStore:
         self._watermark = -math.inf
         self._last_arrival: float | None = None
         self._names: list[str] = []
+        self._incomplete_before: float | None = None  # windows starting earlier: flagged
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -366,12 +372,17 @@ class WindowStore:
         start, end = self._bounds(k)
         names, pipeline = self._names, self.pipeline
         pairs = zip(codes.tolist(), rows, strict=True)
+        attrs: dict[str, bool] = {}
         if forced:  # closed before the watermark reached its end: say so downstream
+            attrs["forced_close"] = True
+        if self._incomplete_before is not None and start < self._incomplete_before:
+            attrs["incomplete"] = True  # input of this window may have been lost in a crash
+        if attrs:
             out = [
-                Summary(pipeline, names[code], start, end, row, attrs={"forced_close": True})
+                Summary(pipeline, names[code], start, end, row, attrs=dict(attrs))
                 for code, row in pairs
             ]
-            self._count("forced_close", len(out))
+            self._count("forced_close" if forced else "incomplete_emitted", len(out))
         else:
             out = [Summary(pipeline, names[code], start, end, row) for code, row in pairs]
         self._count("windows_emitted", len(out))
@@ -402,3 +413,137 @@ class WindowStore:
                 else:  # the key had no summary for this window yet: this is its first
                     self._count("windows_emitted", 1)
                     yield Summary(self.pipeline, self._names[code], start, end, row)
+
+    # -- state (checkpoints) ---------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Open windows, retained data, watermark and key names as one ``.npz`` blob: a few
+        arrays whatever the number of readings (slots concatenated, window key sets as one
+        boolean matrix)."""
+        names = self._names
+        slot_ids = sorted(self._slots)
+        parts = [self._slots[j].arrays() for j in slot_ids]
+        win_ids = sorted(self._windows)
+        width = len(names)
+        present = np.zeros((len(win_ids), width), dtype=bool)
+        rev_win: list[int] = []
+        rev_code: list[int] = []
+        rev_value: list[int] = []
+        for row, k in enumerate(win_ids):
+            window = self._windows[k]
+            n = min(width, window.present.shape[0])
+            present[row, :n] = window.present[:n]
+            for code, revision in window.revisions.items():
+                rev_win.append(k)
+                rev_code.append(code)
+                rev_value.append(revision)
+        spec = self.spec
+        meta = {
+            "version": _STATE_VERSION,
+            "geometry": [spec.kind, self._size, self._hop, self._offset],
+            "stats": list(self._stats),
+            "frontier": self._frontier,
+            "evicted": self._evicted,
+            "max_event": self._max_event,
+            "watermark": self._watermark,
+            "incomplete_before": self._incomplete_before,
+        }
+        arrays: dict[str, Any] = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            "names": np.frombuffer("\x1f".join(names).encode(), dtype=np.uint8),
+            "slot_ids": np.array(slot_ids, dtype=np.int64),
+            "slot_len": np.array([p[0].shape[0] for p in parts], dtype=np.int64),
+            "slot_keys": np.concatenate([p[0] for p in parts]) if parts else _no_keys(),
+            "slot_values": np.concatenate([p[1] for p in parts]) if parts else _no_values(),
+            "win_ids": np.array(win_ids, dtype=np.int64),
+            "win_present": present,
+            "rev_win": np.array(rev_win, dtype=np.int64),
+            "rev_code": np.array(rev_code, dtype=np.int32),
+            "rev_value": np.array(rev_value, dtype=np.int64),
+        }
+        out = io.BytesIO()
+        np.savez(out, **arrays)
+        return out.getvalue()
+
+    def restore(
+        self, data: bytes, key_table: dict[str, int], names: list[str], now: float
+    ) -> list[str]:
+        """Load a :meth:`snapshot` into this (empty) store; key names are interned into
+        ``key_table`` (whose ``names`` list is ``names``) and codes remapped to it. Returns
+        what was dropped because it no longer fits the current spec (one line each)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+                arrays = {name: npz[name] for name in npz.files}
+            meta = json.loads(arrays["meta"].tobytes())
+        except (OSError, ValueError, KeyError) as exc:
+            raise ValueError(f"unreadable window state: {exc}") from exc
+        if meta.get("version") != _STATE_VERSION:
+            raise ValueError(f"window state version {meta.get('version')!r} is not supported")
+        raw_names = arrays["names"].tobytes().decode()
+        old_names = raw_names.split("\x1f") if raw_names else []
+        remap = np.array([key_table[n] for n in old_names], dtype=np.int32)
+        self._names = names
+        width = len(names)
+        spec = self.spec
+        geometry = [spec.kind, self._size, self._hop, self._offset]
+        self._max_event = float(meta["max_event"])
+        self._last_arrival = now
+        dropped: list[str] = []
+        if meta["geometry"] != geometry:
+            lengths = arrays["slot_len"]
+            pairs = int(arrays["win_present"][arrays["win_ids"] >= meta["frontier"]].sum())
+            dropped.append(
+                f"{pairs} open (key, window) pairs and {int(lengths.sum())} readings: the "
+                f"window geometry changed from (kind, size, hop, offset) = {meta['geometry']} "
+                f"to {geometry}"
+            )
+            self._count("restore_dropped_windows", pairs)
+            # the new windows that overlap the dropped readings never see them: flag them
+            self._incomplete_before = self._max_event
+            return dropped
+        if meta["stats"] != list(self._stats):
+            dropped.append(
+                f"nothing: statistics changed from {meta['stats']} to {list(self._stats)}; "
+                "open windows are summarised with the new ones"
+            )
+        self._frontier = int(meta["frontier"])
+        self._evicted = int(meta["evicted"])
+        self._watermark = float(meta["watermark"])
+        self._incomplete_before = meta["incomplete_before"]
+        lengths = arrays["slot_len"].tolist()
+        keys = remap[arrays["slot_keys"]] if remap.size else arrays["slot_keys"]
+        values = arrays["slot_values"]
+        at = 0
+        for j, n in zip(arrays["slot_ids"].tolist(), lengths, strict=True):
+            slot = self._slots[j] = _Slot(by_value=self._by_value)
+            slot.append(keys[at : at + n].astype(np.int32), values[at : at + n])
+            at += n
+        present = arrays["win_present"]
+        for row, k in enumerate(arrays["win_ids"].tolist()):
+            window = self._windows[k] = _Window(width)
+            codes = remap[np.flatnonzero(present[row])]
+            window.present[codes] = True
+            window.nkeys = int(codes.shape[0])
+            if k >= self._frontier:
+                self._open += window.nkeys
+        for k, code, revision in zip(
+            arrays["rev_win"].tolist(),
+            arrays["rev_code"].tolist(),
+            arrays["rev_value"].tolist(),
+            strict=True,
+        ):
+            self._windows[k].revisions[int(remap[code])] = revision
+        return dropped
+
+    def mark_incomplete_before(self, when: float) -> None:
+        """Flag as possibly incomplete every window starting before event time ``when``."""
+        current = self._incomplete_before
+        self._incomplete_before = when if current is None else max(current, when)
+
+
+def _no_keys() -> KeyArray:
+    return np.empty(0, dtype=np.int32)
+
+
+def _no_values() -> FloatArray:
+    return np.empty(0, dtype=np.float64)

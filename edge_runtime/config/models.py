@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_runtime.checkpoint.config import CheckpointConfig
 from edge_runtime.identity.config import IdentityConfig
 from edge_runtime.mqtt.config import BrokerConfig, TLSConfig
 from edge_runtime.ops.config import OpsConfig
@@ -21,6 +22,7 @@ from edge_runtime.uplink.spool.config import SpoolConfig
 
 __all__ = [
     "BrokerConfig",
+    "CheckpointConfig",
     "IngestConfig",
     "OpsConfig",
     "OverflowPolicy",
@@ -62,6 +64,11 @@ class SiteConfig(_Model):
     spool: SpoolConfig = Field(
         default_factory=SpoolConfig,
         description="The durable store-and-forward spool (used when uplink.store_and_forward).",
+    )
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig,
+        description="Checkpoints of pipeline state (open windows) in data_dir/checkpoint, for "
+        "restarts and crashes.",
     )
     plugin_paths: list[Path] = Field(
         default_factory=list,

@@ -1,6 +1,12 @@
 """Pipeline plugin API: what plugin authors import."""
 
-from edge_runtime.pipelines.api import InputKind, Pipeline, PipelineConfig, PipelineContext
+from edge_runtime.pipelines.api import (
+    InputKind,
+    Pipeline,
+    PipelineConfig,
+    PipelineContext,
+    RestoreInfo,
+)
 from edge_runtime.pipelines.registry import (
     ENTRY_POINT_GROUP,
     PluginRegistry,
@@ -19,6 +25,7 @@ __all__ = [
     "PluginRegistry",
     "RawMessage",
     "ReadingBatch",
+    "RestoreInfo",
     "Stat",
     "Summary",
     "default_registry",

@@ -25,6 +25,7 @@ import abc
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Generic, Literal, TypeVar
 
@@ -32,13 +33,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_runtime.clock import Clock
 from edge_runtime.decode.spec import DecodeSpec
-from edge_runtime.types import RawMessage, ReadingBatch, Summary
+from edge_runtime.types import KeyTable, RawMessage, ReadingBatch, Summary
 
 __all__ = [
     "InputKind",
     "Pipeline",
     "PipelineConfig",
     "PipelineContext",
+    "RestoreInfo",
     "SubmitFn",
 ]
 
@@ -80,16 +82,40 @@ class PipelineConfig(BaseModel):
         return topics
 
 
+@dataclass(frozen=True, slots=True)
+class RestoreInfo:
+    """What the runtime knows about the checkpoint a plugin's state comes back from.
+
+    ``clean`` is True when the previous run stopped cleanly (SIGTERM) and checkpointed last;
+    False after a crash, when input received after the checkpoint is processed again from the
+    broker. ``maybe_lost_before`` is set after a crash when QoS 0 input (which no broker
+    redelivers) may have been lost: results that could have held such input should be flagged
+    as possibly incomplete. It is a site-clock time: input received before it may be missing.
+    """
+
+    clean: bool
+    written_at: float
+    maybe_lost_before: float | None = None
+
+
 class PipelineContext:
     """What the runtime gives a plugin: identity, a clock, a logger, event counters, and
     ``base_dir``, the folder of the site config, against which relative paths resolve.
 
     ``count(event, n)`` increments a counter the runtime exports as
-    ``edge_pipeline_events_total{pipeline=..., event=...}``.
+    ``edge_pipeline_events_total{pipeline=..., event=...}``. ``key_table`` is the table the
+    runtime's decoder interns this pipeline's keys into (a plugin restoring state re-interns
+    its key names there, so that the codes of new batches match its own).
     """
 
     def __init__(
-        self, *, site_id: str, pipeline: str, clock: Clock, base_dir: Path | None = None
+        self,
+        *,
+        site_id: str,
+        pipeline: str,
+        clock: Clock,
+        base_dir: Path | None = None,
+        key_table: KeyTable | None = None,
     ) -> None:
         self.site_id = site_id
         self.base_dir = base_dir or Path.cwd()  # the config file's folder: resolve paths here
@@ -97,6 +123,7 @@ class PipelineContext:
         self.clock = clock
         self.log = logging.getLogger(f"edge_runtime.pipeline.{pipeline}")
         self.counters: Counter[str] = Counter()
+        self.key_table = key_table if key_table is not None else KeyTable()
 
     def count(self, event: str, n: int = 1) -> None:
         if n:
@@ -172,6 +199,25 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
     def flush(self) -> Sequence[Summary]:
         """Called once on shutdown: emit whatever is still open."""
         return ()
+
+    def snapshot(self) -> bytes | None:
+        """The plugin's state as bytes, or None when it keeps no state worth restoring.
+
+        With ``[checkpoint] enabled`` the runtime calls it between batches (never during
+        ``process``) about every ``checkpoint.interval_s`` and on a clean stop, and stores the
+        bytes durably; input is acknowledged to the site broker only once a checkpoint covering
+        it is on disk. Keep it compact (numpy arrays, not one object per reading): it runs on
+        the event loop. A plugin that returns None (the default) keeps the old behaviour: its
+        ``flush`` runs on a clean stop and whatever it held is lost in a crash."""
+        return None
+
+    def restore(self, data: bytes, info: RestoreInfo) -> Sequence[str]:
+        """Take back the state :meth:`snapshot` returned, before the first batch; return
+        one line per part that no longer fits the current config and was dropped (an empty
+        list: everything was restored). Raise ``ValueError`` when ``data`` cannot be read;
+        the runtime then starts the pipeline empty and says so."""
+        del data, info
+        raise NotImplementedError(f"{type(self).__name__} snapshots state but cannot restore it")
 
     def gauges(self) -> dict[str, float]:
         """Point-in-time figures exported as ``edge_pipeline_gauge{pipeline, name}``."""

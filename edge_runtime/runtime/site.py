@@ -10,6 +10,7 @@ and hands the batch to the plugin. Every call of a plugin goes through its slot'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import operator
@@ -27,24 +28,19 @@ from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.decode.decoders import ReadingDecoder
 from edge_runtime.errors import UplinkRefusedError
-from edge_runtime.identity import load_identity
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
+from edge_runtime.runtime.checkpointing import Checkpointer
 from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.runtime.slots import PipelineSlot
+from edge_runtime.runtime.wiring import default_uplink
 from edge_runtime.sources.queue import IngestQueue
 from edge_runtime.sources.topics import minimal_filters
-from edge_runtime.types import RawMessage, Summary
+from edge_runtime.types import KeyTable, RawMessage, Summary
 from edge_runtime.uplink.base import Uplink
-from edge_runtime.uplink.config import SenderConfig
-from edge_runtime.uplink.memory import MemoryUplink
-from edge_runtime.uplink.sender import Sender
-from edge_runtime.uplink.seq import SeqAllocator
-from edge_runtime.uplink.spool import Spool, SpoolConfig
-from edge_runtime.uplink.spooled import SpooledUplink
 
 __all__ = ["MessageSource", "SiteRuntime"]
 
@@ -85,6 +81,16 @@ class SiteRuntime:
         self.uplink_link: MqttLink | None = None
         self.uplink: Uplink | None = None
         self.ops: OpsServer | None = None
+        self._emit_lock = asyncio.Lock()  # pipeline calls + spool appends vs. snapshots
+        self.checkpointer: Checkpointer | None = None
+        if self.config.checkpoint.enabled and source is None:
+            self.checkpointer = Checkpointer(
+                self.config.checkpoint,
+                self.config.data_dir,
+                [slot.pipeline for slot in self.slots],
+                clock=self.clock,
+                always_qos0=self.config.ingest.qos == 0,
+            )
         self.stats.gauges["ingest_queue_depth"] = lambda: float(len(self.queue))
         self.stats.gauges["ingest_queue_capacity"] = lambda: float(self.queue.capacity)
         self.stats.gauges["site_broker_up"] = lambda: float(
@@ -95,16 +101,18 @@ class SiteRuntime:
 
     def _make_slot(self, config: Any) -> PipelineSlot:
         cls = self.loaded.registry[config.type]
+        keys = KeyTable()  # shared by the decoder and the plugin (which restores into it)
         ctx = PipelineContext(
             site_id=self.config.site_id,
             pipeline=config.name,
             clock=self.clock,
             base_dir=self.loaded.base_dir,
+            key_table=keys,
         )
         pipeline = cls(config, ctx)
         slot = PipelineSlot(
             pipeline,
-            ReadingDecoder(config.decode),
+            ReadingDecoder(config.decode, keys),
             stats=self.stats,
             error_limit=self.config.ops.pipeline_error_limit,
         )
@@ -154,6 +162,7 @@ class SiteRuntime:
             "ready": self.ready()[0],
             "site_broker": self.site_link.state.value if self.site_link else "none",
             "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
+            "checkpoint": self.checkpointer.status() if self.checkpointer else {"enabled": False},
             **self.stats.snapshot(),
         }
 
@@ -196,6 +205,9 @@ class SiteRuntime:
                 [t for slot in self.slots for t in slot.pipeline.config.topics]
                 + cfg.ingest.extra_subscriptions
             )
+            checkpointer = self.checkpointer
+            if checkpointer is not None:
+                checkpointer.restore()
             if self._source is None:
                 self.site_link = await stack.enter_async_context(
                     MqttLink(
@@ -207,8 +219,11 @@ class SiteRuntime:
                         sink=self.queue.put,
                         max_payload_bytes=cfg.ingest.max_payload_bytes,
                         on_oversized=self._oversized,
+                        manual_ack=self._manual_ack(site_broker),
                     )
                 )
+                if checkpointer is not None and self.site_link.manual_ack:
+                    checkpointer.link = self.site_link
             log.info(
                 "site %s running %d pipeline(s): %s",
                 cfg.site_id,
@@ -230,20 +245,12 @@ class SiteRuntime:
                     process = tg.create_task(self._source_loop(self._source), name="replay")
                 sender = tg.create_task(self.uplink.run(), name="uplink-sender")
                 ticker = tg.create_task(self._tick_loop(), name="pipeline-ticks")
+                checkpoints = None
+                if checkpointer is not None:
+                    checkpoints = tg.create_task(self._checkpoint_loop(), name="checkpoints")
                 self._started.set()
                 await self._stop.wait()
-                log.info("draining: stop reading, flush pipelines, hand summaries to the core")
-                if self.site_link is not None:
-                    await self.site_link.close()
-                self.queue.close()
-                await process
-                for slot in self.slots:
-                    if slot.pipeline.input_kind == "stream":
-                        await slot.call("close", slot.pipeline.close, always=True)
-                for stream in streams:
-                    await stream
-                ticker.cancel()
-                await self._emit_all("flush", operator.methodcaller("flush"))
+                await self._wind_down(process, streams, ticker, checkpoints)
                 left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
                 sender.cancel()
             log.info(
@@ -252,6 +259,85 @@ class SiteRuntime:
                 sum(self.stats.summaries_out.values()),
                 left,
             )
+
+    async def _wind_down(
+        self,
+        process: asyncio.Task[None],
+        streams: Sequence[asyncio.Task[None]],
+        ticker: asyncio.Task[None],
+        checkpoints: asyncio.Task[None] | None,
+    ) -> None:
+        """Stop reading, let the pipelines finish what they hold (checkpointed or flushed)."""
+        log.info("draining: stop reading, flush pipelines, hand summaries to the core")
+        self.queue.close()  # what comes now stays unacknowledged, for the next start
+        if self.site_link is not None and not self.site_link.manual_ack:
+            await self.site_link.close()
+        await process
+        for slot in self.slots:
+            if slot.pipeline.input_kind == "stream":
+                await slot.call("close", slot.pipeline.close, always=True)
+        for stream in streams:
+            await stream
+        async with self._emit_lock:  # never between a tick's emission and its append
+            ticker.cancel()
+        if checkpoints is not None:
+            await checkpoints  # it stops at _stop; a write under way finishes
+        await self._stop_pipelines()
+        if self.site_link is not None:
+            await self.site_link.close()
+
+    def _manual_ack(self, broker: BrokerConfig) -> bool:
+        """Hold PUBACKs until a checkpoint covers the message: checkpoints on, a stateful
+        pipeline, QoS 1, a client that can hold them, and a session that outlives us."""
+        if self.checkpointer is None or not self.checkpointer.pipelines:
+            return False
+        if self.config.ingest.qos != 1:
+            return False
+        if broker.transport != "gmqtt" or broker.clean_start:
+            log.warning(
+                "checkpoints on, but the site broker link acknowledges input on receipt "
+                "(transport %s, clean_start %s): after a crash, input received since the last "
+                'checkpoint is lost. Set site_broker.transport = "gmqtt" and clean_start = '
+                "false for exactly-once window results.",
+                broker.transport,
+                broker.clean_start,
+            )
+            return False
+        return True
+
+    async def _stop_pipelines(self) -> None:
+        """Clean stop: plugins with the state API are checkpointed (their open windows carry
+        over to the next start); the others flush what they hold, as partial results."""
+        checkpointer = self.checkpointer
+        stateful = set() if checkpointer is None else set(checkpointer.pipelines)
+        async with self._emit_lock:
+            for slot in self.slots:
+                if slot.pipeline not in stateful:
+                    out = await slot.call("flush", slot.pipeline.flush)
+                    if out:
+                        await self._submit(slot.name, out)
+        if checkpointer is not None:
+            await checkpointer.checkpoint(self._emit_lock, clean=True)
+            log.info(
+                "checkpoint %d written at stop: %s carry their open windows to the next start",
+                checkpointer.seq,
+                ", ".join(p.name for p in checkpointer.pipelines) or "no pipeline",
+            )
+
+    async def _checkpoint_loop(self) -> None:
+        checkpointer = self.checkpointer
+        assert checkpointer is not None
+        interval = self.config.checkpoint.interval_s
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+            if self._stop.is_set():
+                break
+            try:
+                await checkpointer.checkpoint(self._emit_lock)
+            except OSError:
+                # input stays unacknowledged (the broker keeps it); try again next interval
+                log.exception("checkpoint %d could not be written", checkpointer.seq)
 
     async def _embedded(
         self,
@@ -290,11 +376,17 @@ class SiteRuntime:
     async def _process_loop(self) -> None:
         ingest = self.config.ingest
         wait = ingest.batch_wait_ms / 1000.0
+        checkpointer = self.checkpointer
+        lock = self._emit_lock
         while True:
             batch = await self.queue.get_batch(ingest.batch_max, wait)
             if not batch:
                 break  # the queue was closed and is empty
-            await self._dispatch(batch)
+            if checkpointer is None:
+                await self._dispatch(batch)
+                continue
+            async with lock:
+                await self._dispatch(checkpointer.admit(batch))
         self.stats.ingest_dropped["overflow"] = self.queue.dropped
 
     async def _source_loop(self, source: MessageSource) -> None:
@@ -345,6 +437,8 @@ class SiteRuntime:
                     slot.failed("settle", exc)
 
     async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
+        if not batch:
+            return
         stats = self.stats
         stats.messages_in += len(batch)
         stats.bytes_in += sum(map(len, map(_payload, batch)))
@@ -417,6 +511,8 @@ class SiteRuntime:
         counted by pipeline and reason, logged once per streak, and the site goes on."""
         if not summaries:
             return
+        if self.checkpointer is not None:
+            self.checkpointer.note_emitted()
         self.stats.summaries_out[name] += len(summaries)
         assert self.uplink is not None
         try:
@@ -446,79 +542,6 @@ class SiteRuntime:
         interval = self.config.ops.tick_interval_s
         while True:
             await asyncio.sleep(interval)
-            now = self.clock.time()
-            await self._emit_all("on_tick", operator.methodcaller("on_tick", now))
-
-
-def spool_config(runtime: SiteRuntime) -> SpoolConfig:
-    """The site's spool config, with compaction held off for as long as a pipeline may still
-    correct a window (see :meth:`Pipeline.correction_horizon_s`)."""
-    config = runtime.config.spool
-    horizons = [slot.pipeline.correction_horizon_s() for slot in runtime.slots]
-    horizon = max((h for h in horizons if h is not None), default=0.0)
-    compaction = config.compaction
-    if not compaction.enabled or horizon <= compaction.min_age_s:
-        return config
-    log.info(
-        "spool: compaction.min_age_s raised from %.0f s to %.0f s: a pipeline may still "
-        "correct a window that long after its end",
-        compaction.min_age_s,
-        horizon,
-    )
-    return config.model_copy(
-        update={"compaction": compaction.model_copy(update={"min_age_s": horizon})}
-    )
-
-
-def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
-    """The spooled uplink (store and forward), or the in-memory one when it is switched off."""
-    cfg = runtime.config
-    site_id, config_hash, clock = cfg.site_id, runtime.loaded.config_hash, runtime.clock
-    identity = load_identity(cfg.identity.dir, site_id) if cfg.identity is not None else None
-    sealer = identity.sealer if identity is not None else None
-    if not cfg.uplink.store_and_forward:
-        seq = SeqAllocator(cfg.data_dir / "seq.state")
-        return MemoryUplink(
-            cfg.uplink,
-            link,
-            site_id=site_id,
-            version=__version__,
-            config_hash=config_hash,
-            seq=seq,
-            clock=clock,
-            sealer=sealer,
-        )
-    up = cfg.uplink
-    spool = Spool(spool_config(runtime), data_dir=cfg.data_dir, clock=runtime.clock)
-    sender = Sender(
-        spool,
-        link,
-        SenderConfig(
-            topic=up.topic.format(site_id=cfg.site_id),
-            encoding=up.encoding,
-            max_batch_bytes=up.max_batch_bytes,
-            max_batch_records=up.max_batch,
-            max_in_flight=up.max_in_flight,
-            live_window_s=up.live_window_s,
-            backlog_rate_per_s=up.backlog_rate_per_s,
-            publish_timeout_s=up.publish_timeout_s,
-            delivery=up.delivery,
-            ack_timeout_s=up.ack_timeout_s,
-            max_unacked=up.max_unacked,
-        ),
-        clock=runtime.clock,
-        link_generation=lambda: link.connects,
-        sealer=sealer,
-    )
-    acks = up.ack_subscriptions(site_id)
-    return SpooledUplink(
-        spool,
-        sender,
-        link=link,
-        site_id=site_id,
-        version=__version__,
-        config_hash=config_hash,
-        clock=clock,
-        ack_topic=acks[0] if acks else None,
-        identity=identity,
-    )
+            async with self._emit_lock:
+                now = self.clock.time()
+                await self._emit_all("on_tick", operator.methodcaller("on_tick", now))

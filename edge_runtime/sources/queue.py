@@ -38,6 +38,8 @@ class IngestQueue:
         return len(self._items)
 
     def put(self, item: RawMessage) -> None:
+        if self._closed:
+            return  # stopping: left unacknowledged, a persistent session gets it again
         items = self._items
         if len(items) >= self.capacity:
             self.dropped += 1
@@ -49,7 +51,8 @@ class IngestQueue:
             self._ready.set()
 
     def close(self) -> None:
-        """Wake a waiting consumer; ``get_batch`` then returns what is left, then empty lists."""
+        """Stop taking messages and wake a waiting consumer; ``get_batch`` then returns what
+        is left, then empty lists."""
         self._closed = True
         self._ready.set()
 

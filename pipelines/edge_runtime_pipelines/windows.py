@@ -21,7 +21,14 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from edge_runtime.aggregation import WindowSpec, WindowStore
-from edge_runtime.pipelines import Pipeline, PipelineConfig, PipelineContext, ReadingBatch, Summary
+from edge_runtime.pipelines import (
+    Pipeline,
+    PipelineConfig,
+    PipelineContext,
+    ReadingBatch,
+    RestoreInfo,
+    Summary,
+)
 
 __all__ = ["WindowConfig", "WindowPipeline"]
 
@@ -56,6 +63,16 @@ class WindowPipeline(Pipeline[WindowConfig]):
 
     def flush(self) -> Sequence[Summary]:
         return self.store.flush()
+
+    def snapshot(self) -> bytes | None:
+        return self.store.snapshot()
+
+    def restore(self, data: bytes, info: RestoreInfo) -> Sequence[str]:
+        table = self.context.key_table
+        dropped = self.store.restore(data, table, table.names, self.context.clock.time())
+        if info.maybe_lost_before is not None:
+            self.store.mark_incomplete_before(info.maybe_lost_before)
+        return dropped
 
     def gauges(self) -> dict[str, float]:
         return self.store.gauges(self.context.clock.time())

@@ -1,0 +1,31 @@
+"""The ``[checkpoint]`` table of a site config."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = ["CheckpointConfig"]
+
+
+class CheckpointConfig(BaseModel):
+    """How pipeline state survives restarts and crashes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=False,
+        description="Checkpoint the state of pipelines that support it (their snapshot()) and "
+        "acknowledge QoS 1 input to the site broker only once a checkpoint covering it is on "
+        "disk. Needs site_broker.transport = 'gmqtt' and a persistent session "
+        "(clean_start = false) for exactly-once results after a crash; with another "
+        "transport the checkpoint still carries open windows over clean restarts. false: a "
+        "clean stop flushes open windows as partial summaries and a crash loses them.",
+    )
+    interval_s: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="Longest time between two checkpoints while input flows (seconds). Input "
+        "waits this long at most for its PUBACK; a crash replays at most this much from the "
+        "broker.",
+    )

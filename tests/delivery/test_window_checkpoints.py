@@ -1,0 +1,282 @@
+"""Windows across restarts and crashes, with real processes: a persistent site mosquitto, the
+site runtime as a subprocess (SIGTERMed or SIGKILLed under load), a core receiver, and a
+QoS 1 publisher that logs every reading it got a PUBACK for. Every window the core stores must
+equal the publisher's log exactly (count, sum, min, max): no reading lost, none counted twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+import orjson
+import pytest
+
+from edge_runtime.broker import MosquittoProcess, free_port
+from edge_runtime.core.store import SummaryStore
+from edge_runtime.types import Envelope
+from tests.delivery.harness import (
+    SITE_ID,
+    Processes,
+    SiteFiles,
+    core_stored,
+    figures,
+    spool_accepted,
+    status,
+    wait_drained,
+    wait_ready,
+)
+
+pytestmark = pytest.mark.slow
+
+SIZE_S = 2.0
+KEYS = [f"lane-{i:02d}" for i in range(20)]
+
+
+@pytest.fixture
+def persistent_site_broker(tmp_path: Path) -> Iterator[MosquittoProcess]:
+    broker = MosquittoProcess(persistence=True, workdir=tmp_path / "site-broker")
+    broker.start()
+    yield broker
+    broker.close()
+
+
+def config(
+    workdir: Path,
+    site_broker: MosquittoProcess,
+    core_broker: MosquittoProcess,
+    *,
+    qos: int = 1,
+    size_s: float = SIZE_S,
+) -> SiteFiles:
+    path, data_dir, http_port = workdir / "site.toml", workdir / "site", free_port()
+    path.write_text(
+        f"""
+site_id = "{SITE_ID}"
+data_dir = "{data_dir}"
+
+[site_broker]
+port = {site_broker.port}
+transport = "gmqtt"
+reconnect_min_s = 0.05
+reconnect_max_s = 0.5
+
+[checkpoint]
+enabled = true
+interval_s = 0.5
+
+[ingest]
+qos = {qos}
+batch_wait_ms = 5
+
+[uplink]
+delivery = "core"
+ack_timeout_s = 3
+drain_timeout_s = 20
+
+[uplink.broker]
+port = {core_broker.port}
+reconnect_min_s = 0.1
+reconnect_max_s = 1.0
+
+[ops]
+http_port = {http_port}
+log_format = "text"
+tick_interval_s = 0.2
+shutdown_timeout_s = 40
+
+[[pipelines]]
+type = "windows"
+name = "lanes"
+topics = ["city/lanes/+/count"]
+decode = {{ format = "json", key = "topic:2" }}
+window = {{ kind = "tumbling", size_s = {size_s}, allowed_lateness_s = 0, idle_timeout_s = 3, \
+stats = ["count", "sum", "min", "max"] }}
+""",
+        encoding="utf-8",
+    )
+    return SiteFiles(path, data_dir, http_port)
+
+
+@dataclass
+class Publisher:
+    """Publishes one reading per key every ``period_s``; logs those the broker acknowledged
+    (QoS 1: after the PUBACK; QoS 0: after the write)."""
+
+    port: int
+    qos: int = 1
+    period_s: float = 0.05
+    log: list[tuple[str, float, float]] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        rng = random.Random(7)
+        async with aiomqtt.Client("127.0.0.1", self.port, identifier="lanes-feed") as client:
+            while not self._stop.is_set():
+                for key in KEYS:
+                    value, ts = float(rng.randint(1, 1000)), time.time()
+                    doc = orjson.dumps({"value": value, "ts": ts})
+                    await client.publish(f"city/lanes/{key}/count", doc, qos=self.qos)
+                    self.log.append((key, ts, value))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), self.period_s)
+
+    async def __aenter__(self) -> Publisher:
+        self._task = asyncio.create_task(self._run(), name="lanes-feed")
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+def expected(log: list[tuple[str, float, float]], size_s: float) -> dict[tuple[str, float], dict]:
+    out: dict[tuple[str, float], list[float]] = defaultdict(list)
+    for key, ts, value in log:
+        out[(key, math.floor(ts / size_s) * size_s)].append(value)
+    return {
+        k: {"count": len(v), "sum": sum(v), "min": min(v), "max": max(v)} for k, v in out.items()
+    }
+
+
+@dataclass
+class Comparison:
+    windows: int
+    exact: int
+    wrong: list[str]
+    missing: list[tuple[str, float]]
+    incomplete_flagged: int
+    wrong_unflagged: list[str]
+    several_revisions: int
+
+
+def compare(envs: list[Envelope], want: dict[tuple[str, float], dict]) -> Comparison:
+    latest: dict[tuple[str, float], Envelope] = {}
+    several = 0
+    for env in envs:
+        k = (env.key, env.window_start)
+        if k in latest:
+            several += 1
+        if k not in latest or env.revision >= latest[k].revision:
+            latest[k] = env
+    exact = 0
+    wrong: list[str] = []
+    unflagged: list[str] = []
+    flagged = 0
+    for k, env in latest.items():
+        got = {s: env.stats[s] for s in ("count", "sum", "min", "max")}
+        incomplete = bool(env.attrs.get("incomplete"))
+        flagged += incomplete
+        if got == want.get(k):
+            exact += 1
+        else:
+            line = f"{k}: core {got}, publisher {want.get(k)}"
+            wrong.append(line)
+            if not incomplete:
+                unflagged.append(line)
+    missing = sorted(set(want) - set(latest))
+    return Comparison(len(latest), exact, wrong, missing, flagged, unflagged, several)
+
+
+async def cycle_under_load(
+    tmp_path: Path,
+    site_broker: MosquittoProcess,
+    core_broker: MosquittoProcess,
+    *,
+    cycles: int,
+    kill: bool,
+    qos: int = 1,
+) -> tuple[Comparison, dict[str, object]]:
+    files = config(tmp_path, site_broker, core_broker, qos=qos)
+    db = tmp_path / "core.db"
+    rng = random.Random(11)
+    with Processes(tmp_path) as procs:
+        core = procs.core(core_broker, db)
+        await wait_ready(core)
+        site = procs.site(files)
+        await wait_ready(site)
+        async with Publisher(site_broker.port, qos=qos) as pub:
+            await asyncio.sleep(1.5)
+            for _ in range(cycles):
+                if kill:
+                    await asyncio.sleep(rng.uniform(0.3, 1.8))
+                    site.kill()
+                else:
+                    await asyncio.sleep(rng.uniform(0.5, 1.5))
+                    assert site.terminate() == 0, site.tail()
+                site = procs.site(files)
+                await wait_ready(site)
+            await asyncio.sleep(1.0)
+            await pub.stop()
+        want = expected(pub.log, SIZE_S)
+        last_end = max(k[1] for k in want) + SIZE_S
+        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        uplink = await wait_drained(site)
+        site_status = status(site)
+        assert site.terminate() == 0, site.tail()
+        assert core.terminate() == 0, core.tail()
+    store = SummaryStore(db, synchronous="NORMAL")
+    try:
+        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
+    finally:
+        store.close()
+    stored = core_stored(db, SITE_ID, spool_accepted(files.data_dir))
+    result = compare(envs, want)
+    info: dict[str, object] = {
+        "readings published (logged)": len(pub.log),
+        "windows expected": len(want),
+        "windows at the core": result.windows,
+        "exactly equal": result.exact,
+        "wrong": len(result.wrong),
+        "missing": len(result.missing),
+        "flagged incomplete": result.incomplete_flagged,
+        "wrong and not flagged": len(result.wrong_unflagged),
+        "superseded revisions": result.several_revisions,
+        "seq gaps at the core": len(stored.missing),
+        "summaries acked by the core": uplink["core_acked"],
+        "redeliveries recognised (last run)": site_status["checkpoint"]["redelivered_dropped"],
+    }
+    return result, info
+
+
+async def test_sigterm_restarts_under_load_keep_windows_exact(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    result, info = await cycle_under_load(
+        tmp_path, persistent_site_broker, core_broker, cycles=20, kill=False
+    )
+    figures("(a) 20 SIGTERM restarts under load, QoS 1", **info)
+    assert result.wrong == []
+    assert result.missing == []
+    assert result.several_revisions == 0
+    assert info["seq gaps at the core"] == 0
+
+
+async def test_sigkills_under_load_keep_windows_exact(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    result, info = await cycle_under_load(
+        tmp_path, persistent_site_broker, core_broker, cycles=20, kill=True
+    )
+    figures("(b) 20 SIGKILLs at random moments under load, QoS 1", **info)
+    assert result.wrong == []
+    assert result.missing == []
+    # seq gaps are not asserted here: after a kill -9 the spool skips sequence numbers on
+    # purpose (its regression floor), so the core sees gaps without any summary missing
