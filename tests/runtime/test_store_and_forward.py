@@ -23,7 +23,7 @@ import orjson
 
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.runtime import SiteRuntime
-from edge_runtime.runtime.site import spool_config
+from edge_runtime.runtime.wiring import spool_config
 from edge_runtime.uplink import Envelope
 from tests.support import Collector, load, running_site, site_toml
 
