@@ -28,7 +28,6 @@ consumer's messages per consumer CPU-second and its ratio to Node-RED's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -47,15 +46,16 @@ import numpy as np
 import orjson
 import paho.mqtt.client as paho
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._proc import MachineSampler, proc_cpu, tree_cpu
+from bench._results import Results
 from bench.peers.feed import FILTER, SENTINEL_KEY, feed_arrays
 from bench.peers.make_flow import render as render_flow
 from edge_runtime.broker import MosquittoProcess, free_port
 from edge_runtime.uplink import decode_envelopes
 
+ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT / "bench" / "peers"
 NODE_RED = PEERS / "node-red" / "node_modules" / "node-red" / "red.js"
 OURS_TOPIC = "edge/bench/summaries"
@@ -103,7 +103,9 @@ window = {{ kind = "tumbling", size_s = {size}, allowed_lateness_s = 0, stats = 
 # -- reference -------------------------------------------------------------------------------
 
 
-def reference(n: int, keys: int, rate: float, t0: float) -> dict[tuple[str, float], tuple[float, ...]]:
+def reference(
+    n: int, keys: int, rate: float, t0: float
+) -> dict[tuple[str, float], tuple[float, ...]]:
     """(key, window start) -> (count, sum, min, max, mean), with numpy from the feed's arrays."""
     key_idx, values, times = feed_arrays(n, keys, rate, t0)
     windows = np.floor(times / WINDOW_S).astype(np.int64)
@@ -117,10 +119,15 @@ def reference(n: int, keys: int, rate: float, t0: float) -> dict[tuple[str, floa
     return {
         (f"k{kk}", float(ww * WINDOW_S)): (float(c), float(s), float(lo), float(hi), float(s / c))
         for kk, ww, c, s, lo, hi in zip(
-            k[starts].tolist(), w[starts].tolist(), counts.tolist(), sums.tolist(),
-            mins.tolist(), maxs.tolist(), strict=True,
+            k[starts].tolist(),
+            w[starts].tolist(),
+            counts.tolist(),
+            sums.tolist(),
+            mins.tolist(),
+            maxs.tolist(),
+            strict=True,
         )
-    }  # fmt: skip
+    }
 
 
 # -- collector -------------------------------------------------------------------------------
@@ -170,10 +177,14 @@ class Collector:
     def _rows(topic: str, payload: bytes) -> list[tuple[str, float, float, tuple[float, ...]]]:
         if topic == OURS_TOPIC:
             return [
-                (e.key, float(e.window_start), float(e.window_end),
-                 tuple(float(e.stats[s]) for s in STATS))  # type: ignore[arg-type]
+                (
+                    e.key,
+                    float(e.window_start),
+                    float(e.window_end),
+                    tuple(float(e.stats[s]) for s in STATS),
+                )  # type: ignore[arg-type]
                 for e in decode_envelopes(payload)
-            ]  # fmt: skip
+            ]
         return [
             (d["key"], float(d["start"]), float(d["end"]), tuple(float(d[s]) for s in STATS))
             for d in orjson.loads(payload)
@@ -185,7 +196,8 @@ class Collector:
 
 
 def check(
-    expected: dict[tuple[str, float], tuple[float, ...]], got: dict[tuple[str, float], tuple[float, ...]]
+    expected: dict[tuple[str, float], tuple[float, ...]],
+    got: dict[tuple[str, float], tuple[float, ...]],
 ) -> dict[str, int]:
     correct = wrong = missing = 0
     received_readings = 0
@@ -266,16 +278,29 @@ def start_consumer(name: str, port: int, work: Path, messages: int) -> Consumer:
             "BENCH_NODERED_UI_PORT": str(free_port()),
         }
         argv = [
-            "node", str(NODE_RED), "--settings", str(PEERS / "settings.js"),
-            "--userDir", str(user), "flows.json",
-        ]  # fmt: skip
+            "node",
+            str(NODE_RED),
+            "--settings",
+            str(PEERS / "settings.js"),
+            "--userDir",
+            str(user),
+            "flows.json",
+        ]
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=user)
         return Consumer(name, client_id, proc, log=log)
     if name.startswith("bare-"):
         argv = [
-            sys.executable, str(PEERS / "bare.py"), "--lib", name.removeprefix("bare-"),
-            "--port", str(port), "--client-id", client_id, "--messages", str(messages + 1),
-        ]  # fmt: skip
+            sys.executable,
+            str(PEERS / "bare.py"),
+            "--lib",
+            name.removeprefix("bare-"),
+            "--port",
+            str(port),
+            "--client-id",
+            client_id,
+            "--messages",
+            str(messages + 1),
+        ]
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=out, cwd=ROOT)
         return Consumer(name, client_id, proc, summaries=False, log=log)
     raise SystemExit(f"unknown consumer {name!r}; choose from {', '.join(CONSUMERS)}")
@@ -332,9 +357,14 @@ class RunResult:
 
 
 def run_one(
-    name: str, broker: MosquittoProcess, collector: Collector, messages: int, keys: int,
-    rate: float, expected_cache: dict[float, Any],
-) -> RunResult:  # fmt: skip
+    name: str,
+    broker: MosquittoProcess,
+    collector: Collector,
+    messages: int,
+    keys: int,
+    rate: float,
+    expected_cache: dict[float, Any],
+) -> RunResult:
     assert broker.proc is not None
     with tempfile.TemporaryDirectory(prefix=f"bench-peers-{name}-") as tmp:
         work = Path(tmp)
@@ -348,12 +378,22 @@ def run_one(
             with MachineSampler() as machine:
                 pub = subprocess.Popen(
                     [
-                        sys.executable, str(PEERS / "feed.py"), "--port", str(broker.port),
-                        "--messages", str(messages), "--keys", str(keys), "--rate", str(rate),
-                        "--t0", repr(t0),
+                        sys.executable,
+                        str(PEERS / "feed.py"),
+                        "--port",
+                        str(broker.port),
+                        "--messages",
+                        str(messages),
+                        "--keys",
+                        str(keys),
+                        "--rate",
+                        str(rate),
+                        "--t0",
+                        repr(t0),
                     ],
-                    stdout=subprocess.PIPE, cwd=ROOT,
-                )  # fmt: skip
+                    stdout=subprocess.PIPE,
+                    cwd=ROOT,
+                )
                 expected = expected_cache.get(t0)
                 if expected is None:
                     expected = expected_cache[t0] = reference(messages, keys, rate, t0)
@@ -443,22 +483,31 @@ def summarise(results: list[RunResult]) -> dict[str, dict[str, Any]]:
         row: dict[str, Any] = {
             "runs": len(runs),
             "cpu_per_100k": statistics.median(r.cpu_per_100k for r in runs),
-            "cpu_per_100k_range": [min(r.cpu_per_100k for r in runs), max(r.cpu_per_100k for r in runs)],
+            "cpu_per_100k_range": [
+                min(r.cpu_per_100k for r in runs),
+                max(r.cpu_per_100k for r in runs),
+            ],
             "msgs_per_cpu_s": statistics.median(r.msgs_per_cpu_s for r in runs),
             "wall_s": statistics.median(r.wall_s for r in runs),
-            "broker_cpu_per_100k": statistics.median(r.broker_cpu_s / r.messages * 1e5 for r in runs),
-            "publisher_cpu_per_100k": statistics.median(r.publisher_cpu_s / r.messages * 1e5 for r in runs),
+            "broker_cpu_per_100k": statistics.median(
+                r.broker_cpu_s / r.messages * 1e5 for r in runs
+            ),
+            "publisher_cpu_per_100k": statistics.median(
+                r.publisher_cpu_s / r.messages * 1e5 for r in runs
+            ),
             "lost_messages": max(r.lost_messages for r in runs),
             "all_correct": all(
                 r.checks.get("windows_correct", 0) == r.checks.get("windows_expected", -1)
                 for r in runs
-            ) if runs[0].checks.get("windows_expected") is not None else None,
+            )
+            if runs[0].checks.get("windows_expected") is not None
+            else None,
             "latency_ms": {
                 q: statistics.median(r.latency_ms[q] for r in runs) for q in runs[0].latency_ms
             },
             "steal_pct_max": max(r.machine["steal_pct"] for r in runs),
             "load1_max": max(max(r.machine["load1_start"], r.machine["load1_end"]) for r in runs),
-        }  # fmt: skip
+        }
         if peer:
             pairs = list(zip(runs, peer, strict=False))
             row["vs_node_red"] = statistics.median(
@@ -492,7 +541,7 @@ def main() -> None:
         f"{args.rate:,.0f}/s (QoS 1), 1-s tumbling windows (count, sum, min, max, mean); "
         f"{os.cpu_count()} CPUs; consumers {', '.join(names)}; {repeats} repeat(s)"
     )
-    results: list[RunResult] = []
+    results_list: list[RunResult] = []
     cache: dict[float, Any] = {}
     with MosquittoProcess(extra_conf="log_type subscribe") as broker:
         collector = Collector(broker.port)
@@ -501,7 +550,7 @@ def main() -> None:
                 order = names[rep % len(names) :] + names[: rep % len(names)]
                 for name in order:
                     r = run_one(name, broker, collector, messages, args.keys, args.rate, cache)
-                    results.append(r)
+                    results_list.append(r)
                     lat = r.latency_ms
                     print(
                         f"  {name:<22} {r.cpu_per_100k:6.2f} CPU-s/100k  {r.msgs_per_cpu_s:>9,.0f} msg/CPU-s  "
@@ -509,41 +558,65 @@ def main() -> None:
                         + (
                             f"windows {r.checks['windows_correct']}/{r.checks['windows_expected']} correct  "
                             f"latency p50 {lat['p50']:.0f} p99 {lat['p99']:.0f} ms  "
-                            if "windows_expected" in r.checks else ""
+                            if "windows_expected" in r.checks
+                            else ""
                         )
                         + f"broker {r.broker_cpu_s / messages * 1e5:.2f}  publisher {r.publisher_cpu_s / messages * 1e5:.2f} CPU-s/100k  "
-                        f"[{MachineBrief(r.machine)}]",
+                        f"[{machine_brief(r.machine)}]",
                         flush=True,
-                    )  # fmt: skip
+                    )
         finally:
             collector.close()
-    summary = summarise(results)
-    print(f"{'consumer':<22} {'CPU-s/100k':>10} {'msg/CPU-s':>10} {'vs Node-RED':>11} {'lost':>5} correct")
+    summary = summarise(results_list)
+    print(
+        f"{'consumer':<22} {'CPU-s/100k':>10} {'msg/CPU-s':>10} {'vs Node-RED':>11} {'lost':>5} correct"
+    )
     for name, row in summary.items():
         ratio = row.get("vs_node_red")
         print(
             f"{name:<22} {row['cpu_per_100k']:>10.2f} {row['msgs_per_cpu_s']:>10,.0f} "
             f"{(f'{ratio:.2f}x' if ratio else '-'):>11} {row['lost_messages']:>5} {row['all_correct']}"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps(
-                {
-                    "bench": "peers",
-                    "messages": messages,
-                    "rate": args.rate,
-                    "keys": args.keys,
-                    "repeats": repeats,
-                    "runs": [asdict(r) | {"cpu_per_100k": r.cpu_per_100k} for r in results],
-                    "summary": summary,
-                },
-                indent=2,
-            )
+    results = Results("bench_peers", quick=bool(args.quick))
+    peer = summary.get("node-red")
+    for name, row in summary.items():
+        runs = results_of(results_list, name)
+        machine = {
+            "load1_start": max(r.machine["load1_start"] for r in runs),
+            "load1_end": max(r.machine["load1_end"] for r in runs),
+            "steal_pct": max(r.machine["steal_pct"] for r in runs),
+            "busy_pct": statistics.median(r.machine["busy_pct"] for r in runs),
+            "seconds": sum(r.machine["seconds"] for r in runs),
+        }
+        correct = row["all_correct"]
+        note = f"lost {row['lost_messages']}" + (
+            "" if correct is None else (", all windows correct" if correct else ", WRONG windows")
         )
+        results.figure(
+            name,
+            f"{name}: messages per consumer CPU-second",
+            row["msgs_per_cpu_s"],
+            "msg/CPU-s",
+            baseline=("node-red", peer["msgs_per_cpu_s"]) if peer and name != "node-red" else None,
+            note=note,
+            machine=machine,
+        )
+    results.data = {
+        "messages": messages,
+        "rate": args.rate,
+        "keys": args.keys,
+        "repeats": repeats,
+        "runs": [asdict(r) | {"cpu_per_100k": r.cpu_per_100k} for r in results_list],
+        "summary": summary,
+    }
+    results.write(args.json)
 
 
-def MachineBrief(m: dict[str, float]) -> str:  # noqa: N802
+def results_of(runs: list[RunResult], name: str) -> list[RunResult]:
+    return [r for r in runs if r.consumer == name]
+
+
+def machine_brief(m: dict[str, float]) -> str:
     return f"load {m['load1_start']:.2f}->{m['load1_end']:.2f}, steal {m['steal_pct']:.1f}%"
 
 

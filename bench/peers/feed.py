@@ -63,9 +63,7 @@ def publish(port: int, n: int, keys: int, rate: float, t0: float) -> dict[str, f
         else:
             max_lag = max(max_lag, -ahead)
         for j in range(start, min(n, start + chunk)):
-            info = client.publish(
-                topics[kl[j]], orjson.dumps({"value": vl[j], "ts": tl[j]}), qos=1
-            )
+            info = client.publish(topics[kl[j]], orjson.dumps({"value": vl[j], "ts": tl[j]}), qos=1)
     if info is not None:
         info.wait_for_publish(120)
     last = client.publish(
