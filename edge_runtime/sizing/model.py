@@ -88,11 +88,13 @@ class SizingAnswer:
 
 
 def camera_cost(cal: Calibration, group: CameraGroup) -> CameraEstimate:
-    """CPU per frame and memory per camera for a group's resolution and model variant: the
-    measured figure when the calibration has that resolution, else a straight line in the
+    """CPU per frame and memory per camera for a group's resolution and model variant.
+
+    The measured figure when the calibration has that resolution; else a straight line in the
     number of pixels through the measured resolutions (JPEG decode and resize grow with the
-    pixels; inference runs at the model's fixed input size), else the one measured figure
-    scaled by that line's slope of zero (the cost of the one resolution measured)."""
+    pixels, inference runs at the model's fixed input size); with a single resolution
+    measured, that resolution's figures as they are (``how`` says which).
+    """
     tests = [c for c in cal.cameras if c.model == group.model]
     if not tests:
         measured: list[str] = sorted({c.model for c in cal.cameras}) or ["none"]
