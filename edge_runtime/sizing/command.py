@@ -50,7 +50,13 @@ def add_size_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "vs measured CPU and memory",
     )
     p.add_argument("--warmup", type=float, default=15.0, help="--validate: seconds of warm-up")
-    p.add_argument("--measure", type=float, default=30.0, help="--validate: seconds measured")
+    p.add_argument(
+        "--measure",
+        type=float,
+        default=60.0,
+        help="--validate: seconds measured (default 60: a whole number of the usual 60-s "
+        "windows, so that the summaries measured are those of a steady state)",
+    )
     p.add_argument("--json", type=Path, help="also write the answer (and check) as JSON")
     p.set_defaults(func=cmd_size)
 
