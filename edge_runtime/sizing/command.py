@@ -189,7 +189,8 @@ def format_check(answer: SizingAnswer, m: StressResult) -> str:
     frames = sum(g.frames_per_s for g in p.cameras)
     return "\n".join(
         [
-            f"measured over {m.seconds:.0f} s: {m.msgs_per_s:,.0f} msg/s (profile {msgs:,.0f}), "
+            f"measured over {m.seconds:.0f} s: {m.msgs_per_s:,.0f} msg/s in (profile "
+            f"{msgs:,.0f} sensor messages + {frames:g} frames), "
             f"{m.readings_per_s:,.0f} readings/s, {m.summaries_per_s:,.1f} summaries/s "
             f"(predicted {answer.summaries_per_s:,.1f}), {m.frames_per_s:.1f} frames/s analysed "
             f"of {m.frames_in_per_s:.1f} arrived (profile {frames:g}), "

@@ -1,6 +1,6 @@
 """A site profile: what a site will carry, for ``edge-runtime size PROFILE.toml``.
 
-Example (see ``examples/size-mixed-sensors.toml``)::
+Example (see ``examples/sizing/mixed-sensors.toml``)::
 
     name = "queen-st"
     headroom = 0.3

@@ -191,11 +191,11 @@ def test_profile_errors_name_the_file_and_field(tmp_path: Path) -> None:
     assert "sensors.0.count" in str(err.value)
 
 
-@pytest.mark.parametrize("name", ["size-mixed-sensors.toml", "size-mixed-cameras.toml"])
+@pytest.mark.parametrize("name", ["mixed-sensors.toml", "mixed-cameras.toml"])
 def test_examples_are_sized(name: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cal = tmp_path / "cal.json"
     calibration().save(cal)
-    code = main(["size", str(ROOT / "examples" / name), "--calibration", str(cal)])
+    code = main(["size", str(ROOT / "examples" / "sizing" / name), "--calibration", str(cal)])
     out = capsys.readouterr().out
     assert code == 0
     assert "cores" in out
