@@ -799,7 +799,8 @@ def main() -> None:
     for row, (_, max_batch) in zip(rows, sweep, strict=True):
         results.figure(
             f"c{row.cameras}b{max_batch}",
-            f"(c) {row.cameras} cameras x 10 fps offered, batch {max_batch} (frames/s)",
+            f"(c) {row.cameras} camera{'s' if row.cameras > 1 else ''} x 10 fps offered, "
+            f"batch {max_batch} (frames/s)",
             row.inferred_fps,
             "frames/s",
             baseline=("(a) ideal limit", a["fps"]),

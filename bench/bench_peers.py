@@ -472,8 +472,7 @@ def _wait_done(
 
 
 def summarise(results: list[RunResult]) -> dict[str, dict[str, Any]]:
-    """Medians per consumer, and each one's messages per CPU-second over Node-RED's, paired
-    by repeat (the runs of one repeat are next to each other in time)."""
+    """Medians per consumer, and each one's messages per CPU-second over Node-RED's."""
     by: dict[str, list[RunResult]] = {}
     for r in results:
         by.setdefault(r.consumer, []).append(r)
@@ -509,10 +508,13 @@ def summarise(results: list[RunResult]) -> dict[str, dict[str, Any]]:
             "load1_max": max(max(r.machine["load1_start"], r.machine["load1_end"]) for r in runs),
         }
         if peer:
-            pairs = list(zip(runs, peer, strict=False))
-            row["vs_node_red"] = statistics.median(
-                a.msgs_per_cpu_s / b.msgs_per_cpu_s for a, b in pairs
+            # the ratio of the medians, and the range of the ratios within each repeat (the
+            # runs of one repeat are next to each other in time)
+            row["vs_node_red"] = row["msgs_per_cpu_s"] / statistics.median(
+                r.msgs_per_cpu_s for r in peer
             )
+            paired = [a.msgs_per_cpu_s / b.msgs_per_cpu_s for a, b in zip(runs, peer, strict=False)]
+            row["vs_node_red_paired_range"] = [min(paired), max(paired)]
         out[name] = row
     return out
 

@@ -138,11 +138,17 @@ def peers_table(doc: dict[str, Any]) -> str:
         lo, hi = row["cpu_per_100k_range"]
         lat = row.get("latency_ms") or {}
         lat_s = f"{lat['p50']:.0f} / {lat['p95']:.0f} / {lat['p99']:.0f}" if "p50" in lat else "-"
-        ratio = row.get("vs_node_red")
+        peer = summary.get("node-red")
+        ratio = row["msgs_per_cpu_s"] / peer["msgs_per_cpu_s"] if peer else None
+        paired = row.get("vs_node_red_paired_range")
+        if ratio is not None and paired and name != "node-red" and data["repeats"] > 1:
+            ratio_s = f"{ratio:.2f}x (per repeat {paired[0]:.2f}-{paired[1]:.2f})"
+        else:
+            ratio_s = f"{ratio:.2f}x" if ratio else "-"
         correct = row.get("all_correct")
         lines.append(
             f"| {name} | {row['cpu_per_100k']:.2f} ({lo:.2f}-{hi:.2f}) | "
-            f"{row['msgs_per_cpu_s']:,.0f} | {f'{ratio:.2f}x' if ratio else '-'} | "
+            f"{row['msgs_per_cpu_s']:,.0f} | {ratio_s} | "
             f"{row['broker_cpu_per_100k']:.2f} | {row['publisher_cpu_per_100k']:.2f} | "
             f"{row['lost_messages']} | {'-' if correct is None else ('yes' if correct else 'NO')} | "
             f"{lat_s} | {row['steal_pct_max']:.1f} |"
@@ -300,7 +306,8 @@ def write_report(out: Path, runs: list[dict[str, Any]], quick: bool, started: fl
         f"- when: {datetime.fromtimestamp(started, UTC):%Y-%m-%d %H:%M} UTC, "
         f"{time.time() - started:.0f} s in all",
         f"- commit: {git_rev()}",
-        f"- machine: {os.cpu_count()} CPUs (shared: load and steal are given beside each figure)",
+        f"- machine: {os.cpu_count()} CPUs, shared with other work: the load average and the "
+        "CPU steal while each figure was measured are beside it",
         "- every ratio is value / baseline, both measured in this run",
         "",
         "## Runs",
