@@ -49,6 +49,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._camera_load import start_camera_publisher
+from bench._results import Results
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.camera import (
     DetectorModel,
@@ -695,7 +696,19 @@ def main() -> None:
     parser.add_argument(
         "--save-int8", action="store_true", help="write the int8 model to models/nanodet-m-coco/"
     )
+    parser.add_argument(
+        "--cameras",
+        help="camera counts of (c), each with max_batch 2, comma-separated "
+        "(default 1,2,4,8 and 8 with max_batch 4; --quick: 2,4,8)",
+    )
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 section (d)")
+    parser.add_argument("--json", type=Path, help="also write the figures here (for bench/run)")
     args = parser.parse_args()
+    results = Results("bench_camera", quick=args.quick)
+    if args.cameras:
+        sweep = [(int(c), 2) for c in args.cameras.split(",")]
+    else:
+        sweep = [(2, 2), (4, 2), (8, 2)] if args.quick else [(1, 2), (2, 2), (4, 2), (8, 2), (8, 4)]
     secs = 1.0 if args.quick else 2.0
     warmup, measure = (3.0, 8.0) if args.quick else (5.0, 20.0)
     started = time.perf_counter()
@@ -706,8 +719,9 @@ def main() -> None:
         f"clip {CLIP.name}: {len(frames)} frames {frames[0].shape[1]}x{frames[0].shape[0]}, "
         f"JPEG q{JPEG_QUALITY} mean {statistics.mean(map(len, jpegs)) / 1000:.1f} KB"
     )
-    a = ideal_pipeline(frames, jpegs, secs)
-    b = naive_loop(jpegs, 60 if args.quick else 150)
+    with results.phase("ab"):
+        a = ideal_pipeline(frames, jpegs, secs)
+        b = naive_loop(jpegs, 60 if args.quick else 150)
     del frames  # ~1 GB of decoded frames: keep them out of the runtime's RSS figures
     release_freed_memory()
     with tempfile.TemporaryDirectory() as tmp:
@@ -723,22 +737,25 @@ def main() -> None:
             f"{warmup:.0f} s warm-up)"
         )
         rows = []
-        for cameras, max_batch in ((4, 2), (8, 2), (8, 4)):
-            row = uvloop.run(
-                end_to_end(
-                    frames_file,
-                    cameras,
-                    model_path=FP32,
-                    layout=layout,
-                    warmup=warmup,
-                    measure=measure,
-                    window_s=10.0,
-                    max_batch=max_batch,
+        machines = []
+        for cameras, max_batch in sweep:
+            with results.phase(f"c{cameras}b{max_batch}"):
+                row = uvloop.run(
+                    end_to_end(
+                        frames_file,
+                        cameras,
+                        model_path=FP32,
+                        layout=layout,
+                        warmup=warmup,
+                        measure=measure,
+                        window_s=10.0,
+                        max_batch=max_batch,
+                    )
                 )
-            )
+            machines.append(results.machines[f"c{cameras}b{max_batch}"])
             rows.append(row)
             print_e2e(row, a, b, f"c, max_batch {max_batch}")
-        int8 = int8_section(read_frames(), secs, args.save_int8)
+        int8 = None if args.no_int8 else int8_section(read_frames(), secs, args.save_int8)
         if int8 is not None and not args.quick:
             release_freed_memory()  # the int8 section decoded the clip again
             section("(c') runtime end to end with the int8 model, 8 cameras")
@@ -772,6 +789,46 @@ def main() -> None:
             f"{row.fps_whole_machine:.1f} frames/s = {row.fps_whole_machine / a['fps']:.2f} a"
         )
     print(f"  total bench time {time.perf_counter() - started:.0f} s; {load_avg()}")
+    results.figure(
+        "ab",
+        "(b) naive per-frame loop (frames/s)",
+        b,
+        "frames/s",
+        baseline=("(a) ideal limit", a["fps"]),
+    )
+    for row, (_, max_batch) in zip(rows, sweep, strict=True):
+        results.figure(
+            f"c{row.cameras}b{max_batch}",
+            f"(c) {row.cameras} camera{'s' if row.cameras > 1 else ''} x 10 fps offered, "
+            f"batch {max_batch} (frames/s)",
+            row.inferred_fps,
+            "frames/s",
+            baseline=("(a) ideal limit", a["fps"]),
+            note=f"CPU {row.cpu_cores / max(row.inferred_fps, 1e-9) * 1000:.1f} ms/frame, "
+            f"p99 {row.p99_ms:.0f} ms",
+        )
+    results.data = {
+        "ideal_fps": a["fps"],
+        "ideal_ms_per_frame": a["total_ms"],
+        "naive_fps": b,
+        "cores": CORES,
+        "end_to_end": [
+            {
+                "cameras": row.cameras,
+                "max_batch": max_batch,
+                "offered_fps": row.offered_fps,
+                "inferred_fps": row.inferred_fps,
+                "p50_ms": row.p50_ms,
+                "p99_ms": row.p99_ms,
+                "cpu_cores": row.cpu_cores,
+                "rss_peak_mb": row.rss_peak_mb,
+                "fps_whole_machine": row.fps_whole_machine,
+                "machine": m.to_dict(),
+            }
+            for row, (_, max_batch), m in zip(rows, sweep, machines, strict=True)
+        ],
+    }
+    results.write(args.json)
 
 
 if __name__ == "__main__":

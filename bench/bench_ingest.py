@@ -39,6 +39,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._load import senml_pack, start_publisher
+from bench._results import Results
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.clock import SystemClock
 from edge_runtime.config import parse_config
@@ -345,7 +346,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--messages", type=int, help="messages for (a) and (b)")
+    parser.add_argument("--json", type=Path, help="also write the figures here (for bench/run)")
     args = parser.parse_args()
+    results = Results("bench_ingest", quick=args.quick)
     n = args.messages or (50_000 if args.quick else 200_000)
     print(
         f"edge-runtime ingest bench: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; "
@@ -358,10 +361,12 @@ def main() -> None:
     ):
         data = Path(tmp)
         runs = 1 if args.quick else 3
-        bare = [uvloop.run(bare_aiomqtt(broker.port, n)) for _ in range(runs)]
-        e2e = [
-            uvloop.run(runtime_end_to_end(broker.port, n, data / f"e2e{i}")) for i in range(runs)
-        ]
+        with results.phase("ab"):
+            bare = [uvloop.run(bare_aiomqtt(broker.port, n)) for _ in range(runs)]
+            e2e = [
+                uvloop.run(runtime_end_to_end(broker.port, n, data / f"e2e{i}"))
+                for i in range(runs)
+            ]
         a_rate = statistics.median(r for r, _ in bare)
         a_cpu = statistics.median(c for _, c in bare)
         b_rate = statistics.median(r for r, _, _ in e2e)
@@ -376,8 +381,16 @@ def main() -> None:
         print(
             f"(c) b/a                               {b_rate / a_rate:>11.2f}      (target >= 0.90)"
         )
+        results.figure(
+            "ab",
+            "(b) runtime end to end on aiomqtt, JSON backlog (msg/s)",
+            b_rate,
+            "msg/s",
+            baseline=("(a) bare aiomqtt receive loop", a_rate),
+        )
         packs = 400 if args.quick else 2000
-        hot = [hot_loop(packs, 500) for _ in range(runs)]
+        with results.phase("d"):
+            hot = [hot_loop(packs, 500) for _ in range(runs)]
         d_rate = statistics.median(h[0] for h in hot)
         naive = statistics.median(h[1] for h in hot)
         total = hot[0][2]
@@ -389,19 +402,36 @@ def main() -> None:
         print(
             f"    aggregation stage alone             {agg:>11,.0f} readings/s (same batches, decoded beforehand)"
         )
-        idle, peak, backlog = overload_rss(broker.port, b_rate, data)
+        results.figure(
+            "d",
+            "(d) SenML x500 decode + windows (readings/s)",
+            d_rate,
+            "readings/s",
+            baseline=("per-reading Python loop", naive),
+        )
+        with results.phase("e"):
+            idle, peak, backlog = overload_rss(broker.port, b_rate, data)
+        results.figure(
+            "e",
+            "(e) peak RSS under a 10x overload (MiB)",
+            peak / 1024,
+            "MiB",
+            baseline=("idle RSS", idle / 1024),
+            better="lower",
+        )
         print(
             f"(e) peak RSS under 10x overload       {peak / 1024:>11.1f} MiB  (idle {idle / 1024:.1f} MiB, "
             f"ratio {peak / max(idle, 1):.2f}x; backlog {backlog:,} msgs released at once, queue 50,000 drop_oldest)"
         )
         ingest: dict[str, list[tuple[float, float]]] = {"aiomqtt": [], "gmqtt": []}
-        for i in range(runs):  # in turn, so that both see the same machine
-            for transport, results in ingest.items():
-                results.append(
-                    uvloop.run(
-                        site_ingest(broker.port, n, data / f"ingest-{transport}{i}", transport)
+        with results.phase("f"):
+            for i in range(runs):  # in turn, so that both see the same machine
+                for transport, rows in ingest.items():
+                    rows.append(
+                        uvloop.run(
+                            site_ingest(broker.port, n, data / f"ingest-{transport}{i}", transport)
+                        )
                     )
-                )
         (ar, ac), (gr, gc) = (
             (statistics.median(r for r, _ in ingest[t]), statistics.median(c for _, c in ingest[t]))
             for t in ("aiomqtt", "gmqtt")
@@ -411,9 +441,26 @@ def main() -> None:
             f"gmqtt {gr:>9,.0f} msg/s  {gc:.2f} CPU-s/100k | gmqtt/aiomqtt: rate {gr / ar:.2f}x, "
             f"CPU per message {gc / ac:.2f}x"
         )
+        results.figure(
+            "f",
+            "(f) site ingest on gmqtt, JSON backlog (msg/s)",
+            gr,
+            "msg/s",
+            baseline=("site ingest on aiomqtt", ar),
+        )
+        results.figure(
+            "f",
+            "(f) site ingest on gmqtt (CPU-s per 100k msgs)",
+            gc,
+            "CPU-s/100k",
+            baseline=("site ingest on aiomqtt", ac),
+            better="lower",
+        )
+        results.data["ingest_cpu_per_100k"] = {"aiomqtt": ac, "gmqtt": gc, "bare_aiomqtt": a_cpu}
     print(
         f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )
+    results.write(args.json)
 
 
 if __name__ == "__main__":

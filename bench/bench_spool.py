@@ -26,6 +26,7 @@ import logging
 import os
 import shutil
 import sqlite3
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -35,6 +36,9 @@ from typing import Any
 
 import aiomqtt
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._results import Results
 from edge_runtime.broker import MosquittoProcess
 from edge_runtime.mqtt import MqttLink
 from edge_runtime.mqtt.config import BrokerConfig
@@ -425,7 +429,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--dir", type=Path, default=None, help="work directory (default: temp)")
+    parser.add_argument("--json", type=Path, help="also write the figures here (for bench/run)")
     args = parser.parse_args()
+    results = Results("bench_spool", quick=args.quick)
     sizes = QUICK if args.quick else FULL
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("mqtt").setLevel(logging.ERROR)  # aiomqtt: "N pending publish calls"
@@ -435,12 +441,46 @@ async def main() -> None:
         f"sqlite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
     )
     try:
-        report_append(sizes, await bench_append(work, sizes))
+        with results.phase("append"):
+            append = await bench_append(work, sizes)
+        report_append(sizes, append)
         with MosquittoProcess() as broker:
-            report_drain(sizes, await bench_drain(work, broker, sizes))
-            report_restart(sizes, await bench_restart(work, broker, sizes))
+            with results.phase("drain"):
+                drain = await bench_drain(work, broker, sizes)
+            report_drain(sizes, drain)
+            with results.phase("restart"):
+                restart = await bench_restart(work, broker, sizes)
+            report_restart(sizes, restart)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    run = append.summaries
+    results.figure(
+        "append",
+        "(a) spool durable append (summaries/s)",
+        run.rate,
+        "summaries/s",
+        baseline=("bare SQLite loop, same group size", append.bare),
+    )
+    results.figure(
+        "drain",
+        "(b) drain to mosquitto, QoS 1 (records/s)",
+        drain["rate_puback"],
+        "records/s",
+        baseline=("bare aiomqtt QoS 1, same payloads", drain["bare_rate"]),
+    )
+    results.figure(
+        "restart",
+        f"(c) first send after restart, {sizes.backlog:,} backlog (s)",
+        restart["first_s"],
+        "s",
+        baseline=("target", TARGET_FIRST_SEND_S),
+        better="lower",
+    )
+    results.data["latency_ms"] = {
+        "spool commit": {"p50": run.commit_p50_ms, "p99": run.commit_p99_ms},
+        "spool append to durable": {"p50": run.append_p50_ms, "p99": run.append_p99_ms},
+    }
+    results.write(args.json)
 
 
 if __name__ == "__main__":

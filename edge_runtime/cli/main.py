@@ -366,6 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_provision(sub)
 
+    from edge_runtime.sizing.command import add_size_parser  # noqa: PLC0415 (as above)
+
+    add_size_parser(sub)
+
     p = sub.add_parser("config-reference", help="print the config reference (markdown)")
     p.add_argument("-o", "--output", help="write to this file")
     p.set_defaults(func=cmd_reference)

@@ -58,10 +58,11 @@ class BrokerConfig(_Model):
         description="Broker TCP port. With embedded = true, 0 picks a free port.",
     )
     transport: Literal["aiomqtt", "gmqtt"] = Field(
-        default="aiomqtt",
-        description="MQTT client library of this connection: 'aiomqtt' (paho underneath; the "
-        "default for now) or 'gmqtt' (asyncio-native, several times less CPU per received "
-        "message: see bench/bench_ingest.py). Manual acknowledgements, which hold a message's "
+        default="gmqtt",
+        description="MQTT client library of this connection: 'gmqtt' (the default: "
+        "asyncio-native, about 2.5x less CPU per received message for the whole site ingest; "
+        "see bench/bench_ingest.py (f) and bench/bench_peers.py) or 'aiomqtt' (paho "
+        "underneath, still supported). Manual acknowledgements, which hold a message's "
         "PUBACK until the runtime has made it durable, need 'gmqtt'; with 'aiomqtt' a "
         "message's DUP flag is not reported.",
     )
