@@ -27,6 +27,8 @@ __all__ = [
     "Summary",
     "SummaryKind",
     "envelope_id",
+    "replay_namespace",
+    "window_id",
 ]
 
 Stat = float | int | None
@@ -132,6 +134,10 @@ class Summary:
 
     ``revision`` is 0 for the first emission of a window and grows with each correction, so
     that ``(pipeline, key, window_start, window_end, kind, revision)`` identifies it for good.
+    A window emitted again with a result that may differ from an earlier emission (after a
+    crash that lost QoS 0 input, after a clean stop that flushed it half-way) also gets a
+    higher revision: two different results of one window never share an envelope id, and
+    the core keeps the highest revision (counting the others as superseded).
     """
 
     pipeline: str
@@ -148,19 +154,57 @@ ENVELOPE_SCHEMA = 1
 _JSON_HEAD = b'{"schema":%d,' % ENVELOPE_SCHEMA
 
 
-def envelope_id(site: str, summary: Summary) -> str:
-    ident = "\x1f".join(
-        (
-            site,
-            summary.pipeline,
-            summary.key,
-            repr(float(summary.window_start)),
-            repr(float(summary.window_end)),
-            summary.kind,
-            str(summary.revision),
-        )
+def replay_namespace(config_hash: str) -> str:
+    """The id namespace of summaries made by replaying a recording into a site with the
+    config of ``config_hash``: never the live one (empty), so that a replayed window's result
+    never collides with the live result of the same window, and a replay with another config
+    never collides with this one."""
+    return f"replay/{config_hash}"
+
+
+def _ident(
+    site: str, pipeline: str, key: str, *, start: float, end: float, namespace: str
+) -> list[str]:
+    ident = [site, pipeline, key, repr(float(start)), repr(float(end))]
+    if namespace:
+        ident.append(namespace)
+    return ident
+
+
+def envelope_id(site: str, summary: Summary, *, namespace: str = "") -> str:
+    """The id of one result of one window: site, pipeline, key, window, kind and revision
+    (and ``namespace``, see :func:`replay_namespace`; live summaries have none, so their ids
+    are what they always were). The same result sent twice has the same id (the core drops
+    the duplicate); a different result of the same window must carry a higher revision
+    (a correction, or a re-emission that may differ: see :class:`Summary`)."""
+    ident = _ident(
+        site,
+        summary.pipeline,
+        summary.key,
+        start=summary.window_start,
+        end=summary.window_end,
+        namespace=namespace,
     )
-    return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+    ident[5:5] = [summary.kind, str(summary.revision)]
+    return hashlib.blake2b("\x1f".join(ident).encode(), digest_size=16).hexdigest()
+
+
+def window_id(
+    site: str,
+    pipeline: str,
+    key: str,
+    *,
+    start: float,
+    end: float,
+    kind: SummaryKind,
+    namespace: str = "",
+) -> str:
+    """What the revisions of one window's result share (an envelope id without kind and
+    revision): the core keeps the highest revision per window id. A ``"correction"`` is the
+    same window's result as its ``"summary"``; an ``"alert"`` is a family of its own."""
+    ident = _ident(site, pipeline, key, start=start, end=end, namespace=namespace)
+    ident.append("alert" if kind == "alert" else "result")
+    return hashlib.blake2b("\x1f".join(ident).encode(), digest_size=16).hexdigest()
 
 
 @dataclass(slots=True, frozen=True)
@@ -200,8 +244,9 @@ class Envelope:
         config_hash: str,
         replayed: bool = False,
     ) -> Envelope:
+        namespace = replay_namespace(config_hash) if replayed else ""
         return cls(
-            id=envelope_id(site, summary),
+            id=envelope_id(site, summary, namespace=namespace),
             site=site,
             seq=seq,
             pipeline=summary.pipeline,
@@ -216,6 +261,24 @@ class Envelope:
             config_hash=config_hash,
             replayed=replayed,
             attrs=summary.attrs,
+        )
+
+    @property
+    def namespace(self) -> str:
+        """The id namespace: empty for live results, :func:`replay_namespace` for replayed."""
+        return replay_namespace(self.config_hash) if self.replayed else ""
+
+    @property
+    def window_id(self) -> str:
+        """See :func:`window_id`: what the revisions of this window's result share."""
+        return window_id(
+            self.site,
+            self.pipeline,
+            self.key,
+            start=self.window_start,
+            end=self.window_end,
+            kind=self.kind,
+            namespace=self.namespace,
         )
 
     @property

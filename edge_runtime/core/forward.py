@@ -1,7 +1,11 @@
 """NATS JetStream: the core's store of record (``store = "nats"``), or a forward after SQLite.
 
 Each summary is published with its envelope id as ``Nats-Msg-Id``, so JetStream drops one it
-already has (within the stream's duplicate window) and says so in its acknowledgement. A
+already has (within the stream's duplicate window) and says so in its acknowledgement. The
+envelope id is derived from the revision (and from the replay namespace, see
+:func:`edge_runtime.types.envelope_id`), so a correction or a re-emission of a window is a new
+message, never deduplicated against the earlier result: the stream holds every revision, and a
+consumer keeps the highest per window (``Envelope.window_id``), as the SQLite store does. A
 batch is published pipelined (``publish_async``) and counts as stored once every
 acknowledgement is back; the server must sync each write to disk before acknowledging it
 (``jetstream { sync_interval: always }``, see :class:`~edge_runtime.core.config.NatsForwardConfig`).

@@ -5,7 +5,9 @@ every number from 1 to the highest seen that the core has not stored is *missing
 came first. A summary the core already had (same envelope id) is a *duplicate*: counted, never
 missing, never stored again. A summary that fills a hole (it arrived after a higher number) is
 *late*; one the site flagged as backlog (it waited out an outage) is counted as backlog
-received. Sequence number 0 (older in-memory uplinks) is taken but never expected.
+received. A summary of a window whose higher revision the core keeps is *superseded*
+(replaced, or stale on arrival): counted, never missing. Sequence number 0 (older in-memory
+uplinks) is taken but never expected.
 
 Each hole keeps the time it was first seen, so the age of the oldest missing number says how
 long the core has been waiting for something (``oldest_missing_age_s``).
@@ -28,6 +30,8 @@ class SiteProgress:
     received: int = 0
     """Summaries stored (new)."""
     duplicates: int = 0
+    superseded: int = 0
+    """Summaries a higher revision of their window replaced, or that arrived after it."""
     late: int = 0
     backlog: int = 0
     resent: int = 0
@@ -88,6 +92,7 @@ class SiteProgress:
         return {
             "received": self.received,
             "duplicates": self.duplicates,
+            "superseded": self.superseded,
             "late": self.late,
             "backlog_received": self.backlog,
             "resent_received": self.resent,

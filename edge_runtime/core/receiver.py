@@ -3,9 +3,11 @@
 It subscribes with a persistent session and QoS 1 (``$share/<group>/...`` when receivers
 share the traffic) over gmqtt with manual acknowledgements. Each round takes what the inbox
 holds, decodes it (a malformed message is counted and set aside), drops duplicates by
-envelope id and writes the rest to the store of record in one durable step: one SQLite
-transaction committed with ``synchronous=FULL``, or, with ``store = "nats"``, JetStream's
-publish acknowledgements (then this receiver's SQLite index). Only then does it
+envelope id, keeps the highest revision of each window (the others are counted superseded,
+see :mod:`edge_runtime.core.store`) and writes the rest to the store of record in one
+durable step: one SQLite transaction committed with ``synchronous=FULL``, or, with
+``store = "nats"``, JetStream's publish acknowledgements (then this receiver's SQLite index).
+Only then does it
 
 1. release the held PUBACKs of the round's messages (:meth:`MqttLink.ack_through`), so that
    the broker delivers again whatever a core that crashed before the commit never stored;
@@ -21,7 +23,7 @@ stored and acknowledged, the core reconnects and the broker delivers them again 
 away) is retried with backoff; nothing of the round is acknowledged meanwhile.
 
 Per-site gap accounting (:class:`~edge_runtime.core.progress.SiteProgress`) counts missing,
-duplicate, late and backlog summaries apart, from sequence number 1.
+duplicate, superseded, late and backlog summaries apart, from sequence number 1.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from edge_runtime.backoff import Backoff
 from edge_runtime.core.config import CoreConfig
 from edge_runtime.core.forward import NatsForwarder
 from edge_runtime.core.progress import SiteProgress
-from edge_runtime.core.store import SummaryStore, covered_seqs
+from edge_runtime.core.store import Added, SummaryStore, covered_seqs
 from edge_runtime.core.verify import REJECT_REASONS, UplinkVerifier
 from edge_runtime.errors import DecodeError, TransportError, UplinkError
 from edge_runtime.identity import SiteRegistry
@@ -289,8 +291,9 @@ class CoreReceiver:
         now = time.time()
         fresh: list[Envelope] = []
         if envelopes:
-            fresh = await self._store(envelopes, now)
-            self._account(envelopes, fresh, now)
+            added = await self._store(envelopes, now)
+            fresh = added.stored
+            self._account(envelopes, added, now)
         self.counters["messages"] += len(batch)
         assert self.link is not None
         # durable: the broker may forget these, and the sites may delete them
@@ -303,8 +306,8 @@ class CoreReceiver:
         if self.forwarder is not None and self.config.store == "sqlite" and fresh:
             await self._forward(fresh)
 
-    async def _store(self, envelopes: list[Envelope], now: float) -> list[Envelope]:
-        """Make ``envelopes`` durable in the store of record; returns the new ones."""
+    async def _store(self, envelopes: list[Envelope], now: float) -> Added:
+        """Make ``envelopes`` durable in the store of record; says what was new."""
         if self.config.store == "nats":
             assert self.forwarder is not None
             known = await asyncio.to_thread(self.store.known, (e.id for e in envelopes))
@@ -316,11 +319,20 @@ class CoreReceiver:
             self.counters["jetstream_duplicates"] += sum(duplicates)
         return await asyncio.to_thread(self.store.add, envelopes, now)
 
-    def _account(self, envelopes: list[Envelope], fresh: list[Envelope], now: float) -> None:
+    def _account(self, envelopes: list[Envelope], added: Added, now: float) -> None:
+        fresh = added.stored
         self.counters["envelopes"] += len(envelopes)
         self.counters["stored"] += len(fresh)
-        self.counters["duplicates"] += len(envelopes) - len(fresh)
+        superseded = len(added.stale) + len(added.replaced)
+        self.counters["superseded"] += superseded
+        self.counters["duplicates"] += len(envelopes) - len(fresh) - len(added.stale)
         fresh_ids = {e.id for e in fresh}
+        stale_ids = {e.id for e in added.stale}
+        for site, _seq in added.replaced:
+            prog = self.sites.get(site)
+            if prog is not None:
+                prog.superseded += 1
+                prog.received -= 1  # ``received``: what is stored; its successor counts
         for env in envelopes:
             prog = self.sites.get(env.site)
             if prog is None:
@@ -328,6 +340,11 @@ class CoreReceiver:
             prog.last_received_at = now
             prog.resent += int(env.resent)
             self.counters["resent"] += int(env.resent)
+            if env.id in stale_ids:
+                stale_ids.discard(env.id)
+                prog.superseded += 1
+                prog.late += prog.see(covered_seqs(env), now)
+                continue
             if env.id not in fresh_ids:
                 prog.duplicates += 1
                 prog.see(covered_seqs(env), now)  # stored before: never missing
@@ -427,6 +444,10 @@ class _CoreCollector(Collector):
             for name, what in (
                 ("received", "stored"),
                 ("duplicates", "received again (by envelope id) and dropped"),
+                (
+                    "superseded",
+                    "replaced by a higher revision of their window, or older than the one stored",
+                ),
                 ("late", "that filled a gap"),
                 ("backlog", "flagged backlog by the site"),
                 ("resent", "flagged resent by the site"),

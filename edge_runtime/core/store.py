@@ -1,4 +1,13 @@
-"""The core's summary store: SQLite, one row per envelope id (duplicates are dropped).
+"""The core's summary store: SQLite, one row per window result (its highest revision).
+
+An envelope whose id is stored already is a duplicate: dropped. Otherwise its window id
+(:attr:`Envelope.window_id`: the envelope id without kind and revision) decides: a higher
+revision than the stored one replaces the stored row, which is counted *superseded*; a lower
+one is counted superseded and not stored; the same revision under another id (two results
+that claim the same revision, which a site does not send) is stored beside it. Superseded
+envelopes keep their sequence numbers in ``superseded``, and duplicates theirs in
+``merged_seqs`` (beside those a compaction merged), so that the gap accounting rebuilt after
+a restart never reports them missing.
 
 Each :meth:`SummaryStore.add` is one transaction; with ``synchronous="FULL"`` (the store of
 record) its COMMIT returns once the write-ahead log is fsynced, so what the core acknowledges
@@ -11,6 +20,7 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +29,7 @@ import orjson
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.types import Envelope
 
-__all__ = ["SiteProgress", "SummaryStore", "covered_seqs"]
+__all__ = ["Added", "SiteProgress", "SummaryStore", "covered_seqs"]
 
 _IN_CHUNK = 500  # ids per "IN (...)" lookup (SQLite allows 32766 variables; keep it modest)
 
@@ -38,7 +48,8 @@ CREATE TABLE IF NOT EXISTS summaries (
     replayed INTEGER NOT NULL,
     created_at REAL NOT NULL,
     received_at REAL NOT NULL,
-    doc BLOB NOT NULL
+    doc BLOB NOT NULL,
+    window TEXT
 );
 CREATE INDEX IF NOT EXISTS summaries_site_seq ON summaries (site, seq);
 CREATE INDEX IF NOT EXISTS summaries_stream ON summaries (site, pipeline, key, window_start);
@@ -47,7 +58,19 @@ CREATE TABLE IF NOT EXISTS merged_seqs (
     seq INTEGER NOT NULL,
     PRIMARY KEY (site, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS superseded (
+    site TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    window TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    superseded_at REAL NOT NULL,
+    PRIMARY KEY (site, seq)
+) WITHOUT ROWID;
 """
+_WINDOW_INDEX = "CREATE INDEX IF NOT EXISTS summaries_window ON summaries (window)"
+_SUPERSEDED_INDEX = "CREATE INDEX IF NOT EXISTS superseded_id ON superseded (id)"
+
 
 
 def covered_seqs(env: Envelope) -> list[int]:
@@ -58,8 +81,21 @@ def covered_seqs(env: Envelope) -> list[int]:
     return [env.seq]
 
 
+@dataclass(slots=True)
+class Added:
+    """What one :meth:`SummaryStore.add` did with its envelopes (the rest were duplicates)."""
+
+    stored: list[Envelope] = field(default_factory=list)
+    """New rows, in order."""
+    stale: list[Envelope] = field(default_factory=list)
+    """Arrived with a lower revision than the one stored for their window: superseded on
+    arrival, not stored."""
+    replaced: list[tuple[str, int]] = field(default_factory=list)
+    """(site, seq) of stored rows a higher revision replaced: superseded."""
+
+
 class SummaryStore:
-    """SQLite store; ``add`` returns the envelopes that were new (not duplicates)."""
+    """SQLite store; ``add`` keeps the highest revision of each window (see the module)."""
 
     def __init__(self, path: Path, *, synchronous: Literal["FULL", "NORMAL"] = "FULL") -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -69,12 +105,34 @@ class SummaryStore:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(_SCHEMA)
+        self._migrate()
+        self.db.execute(_WINDOW_INDEX)
+        self.db.execute(_SUPERSEDED_INDEX)
+
+    def _migrate(self) -> None:
+        """A store written before window ids: add the column and fill it in."""
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(summaries)")}
+        if "window" not in columns:
+            self.db.execute("ALTER TABLE summaries ADD COLUMN window TEXT")
+        rows = self.db.execute("SELECT rowid, doc FROM summaries WHERE window IS NULL").fetchall()
+        if not rows:
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "UPDATE summaries SET window = ? WHERE rowid = ?",
+                [(Envelope.from_dict(orjson.loads(doc)).window_id, rowid) for rowid, doc in rows],
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.db.close()
 
     def known(self, ids: Iterable[str]) -> set[str]:
-        """The ids among ``ids`` that are stored already."""
+        """The ids among ``ids`` that are stored already (or were, until superseded)."""
         ids = list(ids)
         found: set[str] = set()
         for i in range(0, len(ids), _IN_CHUNK):
@@ -82,18 +140,60 @@ class SummaryStore:
             marks = ",".join("?" * len(chunk))
             found.update(
                 row[0]
-                for row in self.db.execute(f"SELECT id FROM summaries WHERE id IN ({marks})", chunk)  # noqa: S608 (placeholders only)
+                for row in self.db.execute(
+                    f"SELECT id FROM summaries WHERE id IN ({marks})"  # noqa: S608 (placeholders only)
+                    f" UNION SELECT id FROM superseded WHERE id IN ({marks})",
+                    chunk + chunk,
+                )
             )
         return found
 
-    def add(self, envelopes: Sequence[Envelope], received_at: float) -> list[Envelope]:
-        """Store the envelopes not stored yet, in one transaction; returns them (in order)."""
+    def _stored_revisions(self, windows: Iterable[str]) -> dict[str, int]:
+        """The highest stored revision of each window id among ``windows`` that has one."""
+        windows = list(windows)
+        found: dict[str, int] = {}
+        for i in range(0, len(windows), _IN_CHUNK):
+            chunk = windows[i : i + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for window, revision in self.db.execute(
+                f"SELECT window, MAX(revision) FROM summaries WHERE window IN ({marks})"  # noqa: S608 (placeholders only)
+                " GROUP BY window",
+                chunk,
+            ):
+                found[window] = int(revision)
+        return found
+
+    def add(self, envelopes: Sequence[Envelope], received_at: float) -> Added:
+        """Store the envelopes not stored yet, keeping the highest revision of each window,
+        in one transaction (see the module docstring)."""
+        envelopes = list(envelopes)
         seen = self.known(e.id for e in envelopes)
-        fresh: list[Envelope] = []
-        for env in envelopes:
-            if env.id not in seen:
-                seen.add(env.id)
-                fresh.append(env)
+        candidates = [e for e in envelopes if e.id not in seen]
+        windows = {e.id: e.window_id for e in candidates}
+        best = self._stored_revisions(set(windows.values()))
+        out = Added()
+        replace_windows: set[str] = set()
+        for env in candidates:
+            if env.id in seen:
+                continue  # the same id twice in one call: the second is a duplicate
+            seen.add(env.id)
+            window = windows[env.id]
+            held = best.get(window)
+            if held is not None and env.revision < held:
+                out.stale.append(env)
+                continue
+            if held is not None and env.revision > held:
+                replace_windows.add(window)
+            best[window] = env.revision
+            out.stored.append(env)
+        # within this call a window may rise twice: only its highest revision is kept
+        stored: list[Envelope] = []
+        for env in out.stored:
+            if env.revision < best[windows[env.id]]:
+                out.stale.append(env)
+            else:
+                stored.append(env)
+        out.stored = stored
         rows = [
             (
                 env.id,
@@ -110,27 +210,60 @@ class SummaryStore:
                 env.created_at,
                 received_at,
                 env.to_json(),
+                windows[env.id],
             )
-            for env in fresh
+            for env in stored
         ]
+        # sequence numbers received that no stored row carries: those a compaction merged,
+        # and a duplicate's own (a window sent again under a new seq, e.g. after a crash)
         merged = [
             (env.site, seq)
-            for env in fresh
+            for env in stored
             if "merged_seqs" in env.attrs
             for seq in covered_seqs(env)
         ]
+        kept = {e.id for e in stored} | {e.id for e in out.stale}
+        merged += [
+            (env.site, seq) for env in envelopes if env.id not in kept for seq in covered_seqs(env)
+        ]
+        stale_rows = [
+            (env.site, env.seq, env.id, windows[env.id], env.revision, received_at)
+            for env in out.stale
+        ]
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            for window in replace_windows:
+                for site, seq, eid, revision in self.db.execute(
+                    "DELETE FROM summaries WHERE window = ? AND revision < ?"
+                    " RETURNING site, seq, id, revision",
+                    (window, best[window]),
+                ).fetchall():
+                    out.replaced.append((site, seq))
+                    stale_rows.append((site, seq, eid, window, revision, received_at))
             self.db.executemany(
-                "INSERT OR IGNORE INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
+                "INSERT OR IGNORE INTO summaries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows
             )
             if merged:
                 self.db.executemany("INSERT OR IGNORE INTO merged_seqs VALUES (?,?)", merged)
+            if stale_rows:
+                self.db.executemany(
+                    "INSERT OR IGNORE INTO superseded VALUES (?,?,?,?,?,?)", stale_rows
+                )
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
-        return fresh
+        return out
+
+    def superseded(self, site: str | None = None) -> int:
+        """How many envelopes a higher revision of their window superseded."""
+        if site is None:
+            row = self.db.execute("SELECT COUNT(*) FROM superseded").fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT COUNT(*) FROM superseded WHERE site=?", (site,)
+            ).fetchone()
+        return int(row[0])
 
     def count(self, site: str | None = None) -> int:
         if site is None:
@@ -160,13 +293,18 @@ class SummaryStore:
             merged_max = self.db.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM merged_seqs WHERE site = ?", (site,)
             ).fetchone()[0]
-            prog.max_seq = max(int(max_seq), int(merged_max), 0)
+            superseded_max, superseded = self.db.execute(
+                "SELECT COALESCE(MAX(seq), 0), COUNT(*) FROM superseded WHERE site = ?", (site,)
+            ).fetchone()
+            prog.superseded = int(superseded)
+            prog.max_seq = max(int(max_seq), int(merged_max), int(superseded_max), 0)
             prog.gaps = [
                 (lo, hi)
                 for lo, hi in self.db.execute(
                     "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt"
                     " FROM (SELECT 0 AS seq UNION SELECT seq FROM summaries WHERE site = ?1"
-                    " UNION SELECT seq FROM merged_seqs WHERE site = ?1))"
+                    " UNION SELECT seq FROM merged_seqs WHERE site = ?1"
+                    " UNION SELECT seq FROM superseded WHERE site = ?1))"
                     " WHERE nxt > seq + 1",
                     (site,),
                 )

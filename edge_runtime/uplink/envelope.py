@@ -3,8 +3,10 @@ per message, msgpack or JSON.
 
 The envelope a summary travels in from a site to the core:
 
-``id`` is derived from what identifies the summary (site, pipeline, key, window, kind, revision),
-so a summary sent twice carries the same id and the core can drop the duplicate. ``seq`` is a
+``id`` is derived from what identifies the summary (site, pipeline, key, window, kind, revision,
+and for a replayed recording its namespace), so a summary sent twice carries the same id and the
+core can drop the duplicate, while a different result of the same window carries a higher
+revision and so another id (see :func:`edge_runtime.types.envelope_id`). ``seq`` is a
 per-site sequence number that only grows, assigned when the summary is accepted for sending.
 """
 

@@ -16,7 +16,13 @@ from typing import Any
 
 import msgpack
 
-from edge_runtime.types import ENVELOPE_SCHEMA, Envelope, Summary, envelope_id
+from edge_runtime.types import (
+    ENVELOPE_SCHEMA,
+    Envelope,
+    Summary,
+    envelope_id,
+    replay_namespace,
+)
 from edge_runtime.uplink.spool.records import PRIORITY_SHIFT, finite_stats
 
 __all__ = ["Encoded", "Row", "SiteWrap", "encode_rows"]
@@ -39,6 +45,10 @@ class SiteWrap:
     version: str
     config_hash: str
     replayed: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return replay_namespace(self.config_hash) if self.replayed else ""
 
     def __call__(self, summary: Summary, seq: int) -> Envelope:
         return Envelope.wrap(
@@ -108,7 +118,7 @@ def encode_rows(
         else:
             site, created_at, version = wrap.site, wrap.created_at, wrap.version
             config_hash, replayed, backlog = wrap.config_hash, wrap.replayed, False
-            eid = envelope_id(site, item)
+            eid = envelope_id(site, item, namespace=wrap.namespace)
         attrs = item.attrs
         payload: bytes = pack(
             {
