@@ -90,12 +90,13 @@ class _Slot:
 class _Window:
     """Bookkeeping of one window index: which keys it holds and their correction revisions."""
 
-    __slots__ = ("nkeys", "present", "revisions")
+    __slots__ = ("floor", "nkeys", "present", "revisions")
 
     def __init__(self, capacity: int) -> None:
         self.present = np.zeros(max(capacity, 16), dtype=bool)
         self.nkeys = 0
         self.revisions: dict[int, int] = {}
+        self.floor = 0  # lowest revision of its next results (raised after a lossy crash)
 
     def grow(self, capacity: int) -> None:
         if self.present.shape[0] < capacity:
@@ -148,6 +149,7 @@ class WindowStore:
         self._last_arrival: float | None = None
         self._names: list[str] = []
         self._incomplete_before: float | None = None  # windows starting earlier: flagged
+        self._reemit: tuple[float, int] | None = None  # (before, floor): see raise_revisions
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -311,7 +313,7 @@ class WindowStore:
         for k in range(max(j - self._m + 1, self._frontier), j + 1):
             window = self._windows.get(k)
             if window is None:
-                window = self._windows[k] = _Window(capacity)
+                window = self._windows[k] = self._new_window(k, capacity)
             self._open += window.mark(marks, capacity)
 
     # -- closing ---------------------------------------------------------------------------------
@@ -377,7 +379,16 @@ class WindowStore:
             attrs["forced_close"] = True
         if self._incomplete_before is not None and start < self._incomplete_before:
             attrs["incomplete"] = True  # input of this window may have been lost in a crash
-        if attrs:
+        floor = window.floor
+        if floor:  # emitted again after a crash that lost input: above any earlier result
+            out = [
+                Summary(pipeline, names[code], start, end, row, revision=floor, attrs=dict(attrs))
+                for code, row in pairs
+            ]
+            window.revisions.update((code, floor) for code in codes.tolist())
+            if attrs:
+                self._count("forced_close" if forced else "incomplete_emitted", len(out))
+        elif attrs:
             out = [
                 Summary(pipeline, names[code], start, end, row, attrs=dict(attrs))
                 for code, row in pairs
@@ -394,7 +405,7 @@ class WindowStore:
             wanted = touched[k]
             window = self._windows.get(k)
             if window is None:  # a closed window that had no readings until now
-                window = self._windows[k] = _Window(capacity)
+                window = self._windows[k] = self._new_window(k, capacity)
             window.grow(capacity)
             seen = dict(zip(wanted.tolist(), window.present[wanted].tolist(), strict=True))
             window.mark(wanted, capacity)
@@ -403,9 +414,10 @@ class WindowStore:
             codes, rows = grouped_stats(keys[sel], values[sel], self._stats)
             start, end = self._bounds(k)
             for code, row in zip(codes.tolist(), rows, strict=True):
-                revision = window.revisions.get(code, 0 if seen[code] else -1) + 1
+                prior = window.revisions.get(code, 0 if seen[code] else -1)
+                revision = max(prior + 1, window.floor)
                 window.revisions[code] = revision
-                if revision:
+                if prior >= 0:
                     self._count("corrections_emitted", 1)
                     yield Summary(
                         self.pipeline, self._names[code], start, end, row, "correction", revision
@@ -429,6 +441,7 @@ class WindowStore:
         rev_win: list[int] = []
         rev_code: list[int] = []
         rev_value: list[int] = []
+        floors = np.array([self._windows[k].floor for k in win_ids], dtype=np.int64)
         for row, k in enumerate(win_ids):
             window = self._windows[k]
             n = min(width, window.present.shape[0])
@@ -457,6 +470,7 @@ class WindowStore:
             "slot_values": np.concatenate([p[1] for p in parts]) if parts else _no_values(),
             "win_ids": np.array(win_ids, dtype=np.int64),
             "win_present": present,
+            "win_floor": floors,
             "rev_win": np.array(rev_win, dtype=np.int64),
             "rev_code": np.array(rev_code, dtype=np.int32),
             "rev_value": np.array(rev_value, dtype=np.int64),
@@ -519,8 +533,11 @@ class WindowStore:
             slot.append(keys[at : at + n].astype(np.int32), values[at : at + n])
             at += n
         present = arrays["win_present"]
-        for row, k in enumerate(arrays["win_ids"].tolist()):
+        win_ids = arrays["win_ids"].tolist()
+        floors = arrays["win_floor"].tolist() if "win_floor" in arrays else [0] * len(win_ids)
+        for row, k in enumerate(win_ids):
             window = self._windows[k] = _Window(width)
+            window.floor = int(floors[row])
             codes = remap[np.flatnonzero(present[row])]
             window.present[codes] = True
             window.nkeys = int(codes.shape[0])
@@ -534,6 +551,21 @@ class WindowStore:
         ):
             self._windows[k].revisions[int(remap[code])] = revision
         return dropped
+
+    def raise_revisions(self, floor: int, before: float) -> None:
+        """Give every result of the windows held now (open, or closed and still correctable),
+        and of those created later that start before event time ``before``, revision
+        ``floor`` or higher: a run that crashed may have emitted them with other results (see
+        :class:`~edge_runtime.pipelines.api.RestoreInfo`)."""
+        for window in self._windows.values():
+            window.floor = max(window.floor, floor)
+        self._reemit = (before, floor)
+
+    def _new_window(self, k: int, capacity: int) -> _Window:
+        window = _Window(capacity)
+        if self._reemit is not None and self._bounds(k)[0] < self._reemit[0]:
+            window.floor = self._reemit[1]
+        return window
 
     def mark_incomplete_before(self, when: float) -> None:
         """Flag as possibly incomplete every window starting before event time ``when``."""

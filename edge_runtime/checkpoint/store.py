@@ -1,7 +1,8 @@
 """One checkpoint file, replaced atomically: written beside, fsynced, renamed, folder fsynced.
 
 Layout: a magic line, a 4-byte length and a JSON header (sequence number, time, whether the
-run stopped cleanly, whether QoS 0 input was seen, each pipeline's blob length), the pipeline
+run stopped cleanly, whether QoS 0 input was seen, how many restores followed a crash, each
+pipeline's blob length), the pipeline
 blobs, the dedupe fingerprints (uint64), and a BLAKE2b digest of all that. A file whose
 digest does not match is refused as a whole (:class:`CheckpointError`), never half-read.
 """
@@ -54,6 +55,9 @@ class Checkpoint:
     written_at: float
     clean: bool
     qos0_seen: bool
+    unclean_restores: int = 0
+    """How many times a run restored from a checkpoint after a crash (raises the revisions of
+    results emitted again after one, see :class:`~edge_runtime.pipelines.api.RestoreInfo`)."""
     states: dict[str, bytes] = field(default_factory=dict)
     dedupe: Fingerprints = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
@@ -65,6 +69,7 @@ class Checkpoint:
                 "written_at": self.written_at,
                 "clean": self.clean,
                 "qos0_seen": self.qos0_seen,
+                "unclean_restores": self.unclean_restores,
                 "states": [[n, len(self.states[n])] for n in names],
                 "dedupe": int(self.dedupe.shape[0]),
             }
@@ -104,6 +109,7 @@ class Checkpoint:
                 written_at=float(header["written_at"]),
                 clean=bool(header["clean"]),
                 qos0_seen=bool(header["qos0_seen"]),
+                unclean_restores=int(header.get("unclean_restores", 0)),
                 states=states,
                 dedupe=dedupe,
             )

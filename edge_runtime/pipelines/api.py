@@ -96,6 +96,12 @@ class RestoreInfo:
     clean: bool
     written_at: float
     maybe_lost_before: float | None = None
+    reemit_revision: int = 0
+    """Set with ``maybe_lost_before``: a result this state emits may have been emitted already
+    (after the checkpoint, before the crash) from input that is now lost, so emitted again it
+    may differ. Results of the restored state must then carry at least this revision, so that
+    two different results of one window never share an envelope id (the core keeps the
+    highest revision). It grows with every such restore."""
 
 
 class PipelineContext:

@@ -11,6 +11,14 @@ Order, for exactly-once window results with QoS 1 input:
 4. only then are the covered messages acknowledged to the site broker
    (``MqttLink.ack_through`` the last QoS 1 one); after a crash the broker redelivers the rest.
 
+Revisions: after a crash with QoS 0 input, a window the lost run emitted after its last
+checkpoint is emitted again without the input that was lost, so with another result. Each
+such restore is counted in the checkpoint (``unclean_restores``, written at once, before any
+input) and the pipelines are asked to emit what they restored at revision
+``unclean_restores * REEMIT_REVISION_STRIDE`` or higher (:class:`RestoreInfo`): the core keeps
+that result and counts the earlier one superseded. With QoS 1 input nothing is lost; what is
+emitted again equals what was emitted before and keeps its id (the core drops the duplicate).
+
 Dedupe: a checkpoint keeps the fingerprints (CRC-32 of topic and payload) of the QoS 1
 messages it counts whose PUBACK may not have reached the broker (those since the last
 acknowledgement that went out). A redelivery (DUP flag set) that matches one is not counted
@@ -36,10 +44,14 @@ from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.pipelines.api import Pipeline, RestoreInfo
 from edge_runtime.types import RawMessage
 
-__all__ = ["Checkpointer", "supports_state"]
+__all__ = ["REEMIT_REVISION_STRIDE", "Checkpointer", "supports_state"]
 
 log = logging.getLogger(__name__)
 _dup = operator.attrgetter("dup")
+
+REEMIT_REVISION_STRIDE = 1000
+"""Revisions a restore after a crash skips: more than any window is corrected in the
+checkpoint interval before a crash, so a result emitted again is above every earlier one."""
 
 
 def supports_state(pipeline: Pipeline[Any]) -> bool:
@@ -71,6 +83,8 @@ class Checkpointer:
         self.acks_released = 0
         self.restored_from: int | None = None
         self.restored_clean: bool | None = None
+        self.unclean_restores = 0
+        self.must_write = False  # a restore whose count must be durable before any input
         self.dropped: list[str] = []
         self._qos0_seen = always_qos0
         self._current: list[RawMessage] = []
@@ -94,8 +108,19 @@ class Checkpointer:
         self.seq = ckpt.seq
         self.restored_from = ckpt.seq
         self.restored_clean = ckpt.clean
+        self.unclean_restores = ckpt.unclean_restores
         lost = None if ckpt.clean or not ckpt.qos0_seen else self.clock.time()
-        info = RestoreInfo(clean=ckpt.clean, written_at=ckpt.written_at, maybe_lost_before=lost)
+        reemit = 0
+        if lost is not None:
+            self.unclean_restores += 1
+            self.must_write = True
+            reemit = self.unclean_restores * REEMIT_REVISION_STRIDE
+        info = RestoreInfo(
+            clean=ckpt.clean,
+            written_at=ckpt.written_at,
+            maybe_lost_before=lost,
+            reemit_revision=reemit,
+        )
         for pipeline in self.pipelines:
             data = ckpt.states.pop(pipeline.name, None)
             if data is None:
@@ -120,7 +145,8 @@ class Checkpointer:
             ckpt.written_at,
             len(self.pipelines),
             int(ckpt.dedupe.shape[0]),
-            "; QoS 0 input may have been lost, open windows are flagged incomplete"
+            f"; QoS 0 input may have been lost, open windows are flagged incomplete and "
+            f"emitted at revision {reemit} or higher"
             if lost is not None
             else "",
         )
@@ -175,9 +201,9 @@ class Checkpointer:
         False when there was nothing new to write."""
         async with self._writing:
             async with lock:
-                if not self._dirty and not clean:
+                if not self._dirty and not clean and not self.must_write:
                     return False
-                self._dirty = False
+                self._dirty = self.must_write = False
                 states: dict[str, bytes] = {}
                 for pipeline in self.pipelines:
                     data = pipeline.snapshot()
@@ -197,6 +223,7 @@ class Checkpointer:
                     written_at=self.clock.time(),
                     clean=clean,
                     qos0_seen=self._qos0_seen,
+                    unclean_restores=self.unclean_restores,
                     states=states,
                     dedupe=np.concatenate(self._unconfirmed)
                     if self._unconfirmed
@@ -224,6 +251,7 @@ class Checkpointer:
             "last_bytes": self.bytes_written,
             "restored_from": self.restored_from,
             "restored_clean": self.restored_clean,
+            "unclean_restores": self.unclean_restores,
             "restore_dropped": list(self.dropped),
             "redelivered_dropped": self.redelivered_dropped,
             "acks_released": self.acks_released,

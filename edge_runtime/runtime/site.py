@@ -208,6 +208,8 @@ class SiteRuntime:
             checkpointer = self.checkpointer
             if checkpointer is not None:
                 checkpointer.restore()
+                if checkpointer.must_write:  # the restore's count, durable before any input
+                    await checkpointer.checkpoint(self._emit_lock)
             if self._source is None:
                 self.site_link = await stack.enter_async_context(
                     MqttLink(

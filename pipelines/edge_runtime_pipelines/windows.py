@@ -72,6 +72,8 @@ class WindowPipeline(Pipeline[WindowConfig]):
         dropped = self.store.restore(data, table, table.names, self.context.clock.time())
         if info.maybe_lost_before is not None:
             self.store.mark_incomplete_before(info.maybe_lost_before)
+            if info.reemit_revision:
+                self.store.raise_revisions(info.reemit_revision, info.maybe_lost_before)
         return dropped
 
     def gauges(self) -> dict[str, float]:
