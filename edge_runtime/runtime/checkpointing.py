@@ -93,16 +93,29 @@ class Checkpointer:
         self._seen_upto = 0
         self._dirty = False
         self._writing = asyncio.Lock()
+        self._loaded: tuple[Checkpoint | None] | None = None
 
     # -- start -------------------------------------------------------------------------------
 
+    def _read(self) -> Checkpoint | None:
+        if self._loaded is None:
+            try:
+                self._loaded = (self.file.read(),)
+            except (CheckpointError, OSError) as exc:
+                self._drop(f"the whole checkpoint {self.file.path}: {exc}; starting empty")
+                self._loaded = (None,)
+        return self._loaded[0]
+
+    def may_have_lost_input(self) -> bool:
+        """Whether the last run crashed with QoS 0 input, which no broker redelivers: then
+        :meth:`restore` should wait until the site broker link is up, so that the time it
+        takes as "input may be missing before" covers what was published meanwhile."""
+        ckpt = self._read()
+        return ckpt is not None and not ckpt.clean and ckpt.qos0_seen
+
     def restore(self) -> None:
-        """Load the last checkpoint into the pipelines (before any input)."""
-        try:
-            ckpt = self.file.read()
-        except (CheckpointError, OSError) as exc:
-            self._drop(f"the whole checkpoint {self.file.path}: {exc}; starting empty")
-            return
+        """Load the last checkpoint into the pipelines (before any input is processed)."""
+        ckpt = self._read()
         if ckpt is None:
             return
         self.seq = ckpt.seq

@@ -51,6 +51,7 @@ UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
 MessageSource = AsyncIterable[tuple[Sequence[RawMessage], float]]
 """Batches of messages with the (recorded) time at the end of each: a replayed recording."""
 _REFUSAL_LOG_S = 10.0  # a streak of refusals is logged once per this many seconds
+_RESTORE_WAIT_S = 10.0  # longest wait for the site broker before a lossy restore
 
 
 class SiteRuntime:
@@ -206,10 +207,6 @@ class SiteRuntime:
                 + cfg.ingest.extra_subscriptions
             )
             checkpointer = self.checkpointer
-            if checkpointer is not None:
-                checkpointer.restore()
-                if checkpointer.must_write:  # the restore's count, durable before any input
-                    await checkpointer.checkpoint(self._emit_lock)
             if self._source is None:
                 self.site_link = await stack.enter_async_context(
                     MqttLink(
@@ -224,8 +221,8 @@ class SiteRuntime:
                         manual_ack=self._manual_ack(site_broker),
                     )
                 )
-                if checkpointer is not None and self.site_link.manual_ack:
-                    checkpointer.link = self.site_link
+            if checkpointer is not None:  # input waits in the queue until this is done
+                await self._restore(checkpointer)
             log.info(
                 "site %s running %d pipeline(s): %s",
                 cfg.site_id,
@@ -287,6 +284,21 @@ class SiteRuntime:
         await self._stop_pipelines()
         if self.site_link is not None:
             await self.site_link.close()
+
+    async def _restore(self, checkpointer: Checkpointer) -> None:
+        """Restore the last checkpoint before the first batch is processed. After a crash
+        with QoS 0 input, once the site broker link is up (bounded): what was published
+        before then may be lost, and the restored windows say so."""
+        link = self.site_link
+        if link is not None and checkpointer.may_have_lost_input():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RESTORE_WAIT_S):
+                    await link.wait_connected()
+        checkpointer.restore()
+        if checkpointer.must_write:  # the restore's count, durable before any input
+            await checkpointer.checkpoint(self._emit_lock)
+        if link is not None and link.manual_ack:
+            checkpointer.link = link
 
     def _manual_ack(self, broker: BrokerConfig) -> bool:
         """Hold PUBACKs until a checkpoint covers the message: checkpoints on, a stateful

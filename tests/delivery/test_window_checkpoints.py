@@ -280,3 +280,81 @@ async def test_sigkills_under_load_keep_windows_exact(
     assert result.missing == []
     # seq gaps are not asserted here: after a kill -9 the spool skips sequence numbers on
     # purpose (its regression floor), so the core sees gaps without any summary missing
+
+
+async def test_qos0_sigkills_flag_what_may_be_incomplete(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """(c) QoS 0 input, which no broker redelivers: after each kill the windows that may have
+    lost input are flagged in their envelope; every window not flagged is exact. Readings sent
+    while the site was down are lost for good, so whole windows may be missing (counted)."""
+    result, info = await cycle_under_load(
+        tmp_path, persistent_site_broker, core_broker, cycles=5, kill=True, qos=0
+    )
+    figures("(c) 5 SIGKILLs at random moments under load, QoS 0", **info)
+    assert result.wrong_unflagged == []
+    assert result.exact + result.incomplete_flagged >= result.windows
+    assert result.incomplete_flagged > 0  # 5 kills under load: some windows lost input
+
+
+async def test_a_changed_window_size_reports_what_it_dropped(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """(d) A clean restart with another window size: the open windows of the old size no
+    longer fit; the restart says what it dropped (log line and /status), flags the new windows
+    that miss those readings, and every other window is exact."""
+    files = config(tmp_path, persistent_site_broker, core_broker, size_s=SIZE_S)
+    db = tmp_path / "core.db"
+    with Processes(tmp_path) as procs:
+        core = procs.core(core_broker, db)
+        await wait_ready(core)
+        site = procs.site(files)
+        await wait_ready(site)
+        async with Publisher(persistent_site_broker.port) as pub:
+            await asyncio.sleep(2.5)
+            assert site.terminate() == 0, site.tail()
+            stopped = len(pub.log)
+            files = config(tmp_path, persistent_site_broker, core_broker, size_s=2 * SIZE_S)
+            site = procs.site(files)
+            await wait_ready(site)
+            await asyncio.sleep(2.5)
+            await pub.stop()
+        after = status(site)["checkpoint"]
+        last_end = max(ts for _, ts, _ in pub.log) + 2 * SIZE_S
+        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        await wait_drained(site)
+        assert site.terminate() == 0, site.tail()
+        assert core.terminate() == 0, core.tail()
+        log_text = site.log.read_text(encoding="utf-8")
+    dropped = after["restore_dropped"]
+    assert len(dropped) == 1 and "window geometry changed" in dropped[0], dropped
+    assert f"to ['tumbling', {2 * SIZE_S}" in dropped[0]
+    assert "checkpoint restore dropped pipeline lanes:" in log_text
+    pairs, readings = (int(word) for word in dropped[0].split() if word.isdigit())
+    assert pairs > 0 and readings > 0
+
+    store = SummaryStore(db, synchronous="NORMAL")
+    try:
+        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
+    finally:
+        store.close()
+    old = [e for e in envs if e.window_end - e.window_start == SIZE_S]
+    new = [e for e in envs if e.window_end - e.window_start == 2 * SIZE_S]
+    before = compare(old, expected(pub.log[:stopped], SIZE_S))
+    after_size = compare(new, expected(pub.log, 2 * SIZE_S))
+    figures(
+        "(d) a clean restart from 2 s to 4 s windows",
+        **{
+            "dropped (status)": dropped[0],
+            "2 s windows at the core": before.windows,
+            "2 s windows exact": before.exact,
+            "4 s windows at the core": after_size.windows,
+            "4 s windows exact": after_size.exact,
+            "4 s windows flagged incomplete": after_size.incomplete_flagged,
+        },
+    )
+    # the 2 s windows closed before the stop are exact; the open ones were dropped, not sent
+    assert before.wrong == [] and before.windows > 0
+    # 4 s windows that miss the dropped readings are flagged; all the others are exact
+    assert after_size.wrong_unflagged == [] and after_size.incomplete_flagged > 0
+    assert after_size.exact > 0
