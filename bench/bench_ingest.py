@@ -15,7 +15,12 @@
 (f) the site ingest on each MQTT transport (BrokerConfig.transport "aiomqtt", then "gmqtt", in
     turn, in this run): messages/s and the consumer's CPU-s per 100k messages from the
     runtime's start until the whole backlog is ingested (received, queued, decoded,
-    aggregated), and gmqtt's figures over aiomqtt's.
+    aggregated), and gmqtt's figures over aiomqtt's;
+(g) the cost of checkpoints: (b) with ``[checkpoint] enabled = true, interval_s = 1`` against
+    (b) with checkpoints off, alternated in this run: end-to-end msg/s and CPU-s per 100k
+    messages, and on/off (target: within 10%). The input is QoS 0, as in (b), so this is the
+    cost of the snapshots, their durable writes and the bookkeeping per batch; (a) to (f) run
+    with checkpoints off, as before they existed. ``--checkpoints-only`` runs (g) alone.
 """
 
 from __future__ import annotations
@@ -104,6 +109,9 @@ transport = "{transport}"
 port = {port}
 [uplink]
 topic = "edge/bench/summaries"
+[checkpoint]
+enabled = {checkpoint}
+interval_s = 1.0
 [ingest]
 qos = 0
 batch_max = 4096
@@ -124,7 +132,9 @@ window = {{ kind = "tumbling", size_s = 10, allowed_lateness_s = 0 }}
 """
 
 
-async def runtime_end_to_end(port: int, n: int, data: Path) -> tuple[float, float, int]:
+async def runtime_end_to_end(
+    port: int, n: int, data: Path, *, checkpoint: bool = False
+) -> tuple[float, float, int]:
     """Messages/s from the runtime's start to the last summary on the core, and CPU-s/100k,
     draining the same kind of backlog as the bare loop."""
     await preload(port, "bench-runtime-e2e", "bench/rt/+", "bench/rt/{key}", n)
@@ -137,6 +147,7 @@ async def runtime_end_to_end(port: int, n: int, data: Path) -> tuple[float, floa
             overflow="drop_oldest",
             http="false",
             transport="aiomqtt",
+            checkpoint=str(checkpoint).lower(),
         )
     )
     # event times are 1 ms apart, so n messages span n/10_000 windows of 10 s per key
@@ -191,6 +202,7 @@ async def site_ingest(port: int, n: int, data: Path, transport: str) -> tuple[fl
             overflow="drop_oldest",
             http="false",
             transport=transport,
+            checkpoint="false",
         )
     )
     t0 = time.perf_counter()
@@ -298,6 +310,7 @@ def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, in
             overflow="drop_oldest",
             http="true",
             transport="aiomqtt",
+            checkpoint="false",
         )
         .replace("clean_start = true", "clean_start = false")
         .replace("[ingest]\nqos = 0", "[ingest]\nqos = 1")
@@ -342,11 +355,52 @@ def _rss(pid: int, field: str) -> int:
     return 0
 
 
+def checkpoint_cost(results: Results, port: int, n: int, data: Path, runs: int) -> None:
+    """(g): (b) with checkpoints every 1 s against (b) without, in turn, medians of ``runs``."""
+    rows: dict[bool, list[tuple[float, float, int]]] = {False: [], True: []}
+    with results.phase("g"):
+        for i in range(runs):  # in turn, so that both see the same machine
+            for on, got in rows.items():
+                got.append(
+                    uvloop.run(
+                        runtime_end_to_end(port, n, data / f"ckpt-{on}-{i}", checkpoint=on)
+                    )
+                )
+    (off_rate, off_cpu), (on_rate, on_cpu) = (
+        (statistics.median(r for r, _, _ in rows[on]), statistics.median(c for _, c, _ in rows[on]))
+        for on in (False, True)
+    )
+    print(
+        f"(g) checkpoints every 1 s vs off      off {off_rate:>9,.0f} msg/s  {off_cpu:.2f} "
+        f"CPU-s/100k | on {on_rate:>9,.0f} msg/s  {on_cpu:.2f} CPU-s/100k | on/off: rate "
+        f"{on_rate / off_rate:.3f}x, CPU per message {on_cpu / off_cpu:.3f}x (target: within 10%; "
+        f"median of {runs}, end to end as (b), QoS 0)"
+    )
+    results.figure(
+        "g",
+        "(g) runtime end to end with checkpoints every 1 s (msg/s)",
+        on_rate,
+        "msg/s",
+        baseline=("checkpoints off", off_rate),
+    )
+    results.figure(
+        "g",
+        "(g) runtime end to end with checkpoints every 1 s (CPU-s per 100k msgs)",
+        on_cpu,
+        "CPU-s/100k",
+        baseline=("checkpoints off", off_cpu),
+        better="lower",
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes (about a minute)")
     parser.add_argument("--messages", type=int, help="messages for (a) and (b)")
     parser.add_argument("--json", type=Path, help="also write the figures here (for bench/run)")
+    parser.add_argument(
+        "--checkpoints-only", action="store_true", help="run (g) alone: checkpoints on vs off"
+    )
     args = parser.parse_args()
     results = Results("bench_ingest", quick=args.quick)
     n = args.messages or (50_000 if args.quick else 200_000)
@@ -361,6 +415,10 @@ def main() -> None:
     ):
         data = Path(tmp)
         runs = 1 if args.quick else 3
+        if args.checkpoints_only:
+            checkpoint_cost(results, broker.port, n, data, max(runs, 3))
+            results.write(args.json)
+            return
         with results.phase("ab"):
             bare = [uvloop.run(bare_aiomqtt(broker.port, n)) for _ in range(runs)]
             e2e = [
@@ -457,6 +515,7 @@ def main() -> None:
             better="lower",
         )
         results.data["ingest_cpu_per_100k"] = {"aiomqtt": ac, "gmqtt": gc, "bare_aiomqtt": a_cpu}
+        checkpoint_cost(results, broker.port, n, data, runs)
     print(
         f"bench process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
     )

@@ -58,11 +58,17 @@ def site_toml(
     site_id: str = "test-site",
     extra: str = "",
     ingest: str = "",
+    flush_at_stop: bool = True,
 ) -> str:
+    """A site config for in-process tests. ``flush_at_stop`` turns checkpoints off, so that a
+    clean stop flushes open windows: these tests read the summaries of windows that only
+    such a flush closes (tests/delivery/test_window_checkpoints.py covers the default)."""
+    checkpoint = "[checkpoint]\nenabled = false\n" if flush_at_stop else ""
     return f"""
 site_id = "{site_id}"
 data_dir = "{data_dir}"
 {extra}
+{checkpoint}
 [site_broker]
 port = {site.port}
 reconnect_min_s = 0.05

@@ -13,13 +13,16 @@ class CheckpointConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = Field(
-        default=False,
+        default=True,
         description="Checkpoint the state of pipelines that support it (their snapshot()) and "
         "acknowledge QoS 1 input to the site broker only once a checkpoint covering it is on "
-        "disk. Needs site_broker.transport = 'gmqtt' and a persistent session "
-        "(clean_start = false) for exactly-once results after a crash; with another "
-        "transport the checkpoint still carries open windows over clean restarts. false: a "
-        "clean stop flushes open windows as partial summaries and a crash loses them.",
+        "disk. A clean stop (SIGTERM) then checkpoints open windows instead of flushing them, "
+        "and the next start carries on with them; a crash loses nothing the broker still "
+        "holds. Exactly-once results after a crash need site_broker.transport = 'gmqtt' and a "
+        "persistent session (clean_start = false), the defaults; with another transport the "
+        "checkpoint still carries open windows over clean restarts. Pipelines without the "
+        "state API flush on a clean stop either way. false: a clean stop flushes open windows "
+        "as partial summaries and a crash loses them.",
     )
     interval_s: float = Field(
         default=1.0,
