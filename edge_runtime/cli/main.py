@@ -23,7 +23,13 @@ import orjson
 from pydantic import ValidationError
 
 from edge_runtime import __version__
-from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
+from edge_runtime.config.loader import (
+    LoadedConfig,
+    load_config,
+    load_model,
+    parse_config,
+    resolve_broker,
+)
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
 from edge_runtime.ops.stats import RuntimeStats
@@ -209,6 +215,8 @@ def cmd_core(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise ConfigError(str(exc), source="the command line") from exc
     config = config.model_copy(update={**updates, **given})
+    # the core broker's password_file / password_env, as the site's are resolved
+    resolve_broker(config.broker, "broker", args.config or "the command line")
     setup_logging(args.log_format, "INFO")
     crash_after = os.environ.get(CRASH_AFTER_ENV)
 

@@ -23,7 +23,7 @@ from edge_runtime.pipelines.registry import (
     format_validation_error,
 )
 
-__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config"]
+__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config", "resolve_broker"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -206,6 +206,17 @@ def _resolve_paths(site: SiteConfig, base: Path) -> SiteConfig:
             ),
         }
     )
+
+
+def resolve_broker(
+    broker: BrokerConfig, field: str, source: str, environ: Mapping[str, str] | None = None
+) -> None:
+    """Check the files ``broker`` names and resolve its password (``password_env`` or
+    ``password_file``), as site configs are; for configs loaded with :func:`load_model`,
+    such as the core's."""
+    for name, problem in broker.file_problems():
+        raise ConfigError(problem, source=source, field=f"{field}.{name}")
+    _resolve_secret(broker, field, source, os.environ if environ is None else environ)
 
 
 def _resolve_secret(broker: BrokerConfig, field: str, source: str, env: Mapping[str, str]) -> None:

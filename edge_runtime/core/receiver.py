@@ -55,6 +55,7 @@ from edge_runtime.identity import SiteRegistry
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.auth import resolve_token
 from edge_runtime.ops.http import OpsServer
+from edge_runtime.ops.image import image_info
 from edge_runtime.types import Envelope, RawMessage
 from edge_runtime.uplink.acks import encode_ack, seq_ranges
 
@@ -152,6 +153,7 @@ class CoreReceiver:
         return {
             "stored": self.store.count(),
             "store": self.config.store,
+            "image": image_info(),
             "counters": dict(self.counters),
             "broker": self.link.state.value if self.link else "none",
             "inbox": len(self._inbox),

@@ -31,6 +31,7 @@ from edge_runtime.errors import UplinkRefusedError
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
+from edge_runtime.ops.image import image_info
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
 from edge_runtime.runtime.checkpointing import Checkpointer
@@ -160,6 +161,7 @@ class SiteRuntime:
             "site_id": self.config.site_id,
             "version": __version__,
             "config_hash": self.loaded.config_hash,
+            "image": image_info(),
             "ready": self.ready()[0],
             "site_broker": self.site_link.state.value if self.site_link else "none",
             "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
