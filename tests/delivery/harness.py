@@ -28,6 +28,7 @@ import aiomqtt
 import orjson
 
 from edge_runtime.broker import MosquittoProcess, free_port
+from edge_runtime.core.store import SummaryStore
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_ID = "akl-queen-st"
@@ -340,6 +341,52 @@ def compare_seqs(seqs: list[int], accepted: int) -> Stored:
         distinct_seqs=len(counts),
         missing=[s for s in range(1, accepted + 1) if s not in counts],
         stored_twice=sorted(s for s, n in counts.items() if n > 1),
+    )
+
+
+@dataclass
+class CoreSeqs:
+    """A site's sequence numbers 1..accepted as the core accounts for them (see
+    :mod:`edge_runtime.core.store`): a number is received when a stored summary carries it, or
+    the core kept it for a duplicate (``merged_seqs``: a window emitted again under a new
+    number, e.g. after a crash) or a superseded revision (``superseded``)."""
+
+    missing: list[int]
+    """Numbers the core has no record of: the gaps it reports."""
+    duplicates_only: int
+    """Numbers received only as a duplicate (or merged by compaction), stored under another."""
+    superseded_only: int
+    """Numbers received only as a revision the core superseded."""
+    beyond_accepted: int
+    """Numbers above ``accepted`` the core received (the site never numbered them)."""
+    rebuilt_missing: int
+    """What the core's own accounting, rebuilt from its store, calls missing."""
+
+
+def core_seqs(db_path: Path, site: str, accepted: int) -> CoreSeqs:
+    """How the core at ``db_path`` accounts for ``site``'s numbers 1..``accepted``."""
+    db = sqlite3.connect(db_path)
+    try:
+
+        def seqs(table: str) -> set[int]:
+            query = f"SELECT seq FROM {table} WHERE site = ?"  # fixed table names
+            return {s for (s,) in db.execute(query, (site,))}
+
+        stored, merged, superseded = seqs("summaries"), seqs("merged_seqs"), seqs("superseded")
+    finally:
+        db.close()
+    store = SummaryStore(db_path, synchronous="NORMAL")
+    try:
+        progress = store.progress().get(site)
+    finally:
+        store.close()
+    received = stored | merged | superseded
+    return CoreSeqs(
+        missing=[s for s in range(1, accepted + 1) if s not in received],
+        duplicates_only=len(merged - stored - superseded),
+        superseded_only=len(superseded - stored - merged),
+        beyond_accepted=sum(1 for s in received if s > accepted),
+        rebuilt_missing=0 if progress is None else progress.missing,
     )
 
 

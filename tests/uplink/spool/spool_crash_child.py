@@ -4,6 +4,8 @@ Usage: ``python spool_crash_child.py <spool.db> <seed>`` appends batches in a lo
 "ready" once open, then after every append the highest sequence number it was given.
 ``python spool_crash_child.py <spool.db> <seed> <n>`` appends ``n`` records in batches, runs
 ``maintain()`` (the side ledger is then current), prints "synced" and waits to be killed.
+``python spool_crash_child.py <spool.db> <seed> <n> ack`` acknowledges (deletes) every record
+after appending them, before ``maintain()``: the table is empty when the child is killed.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ def batch_of(n: int, first: int) -> list[Envelope]:
 def main() -> None:
     path, seed = sys.argv[1], int(sys.argv[2])
     hold = int(sys.argv[3]) if len(sys.argv) > 3 else None
+    ack = sys.argv[4:5] == ["ack"]
     rng = random.Random(seed)
     spool = SyncSpool(SpoolConfig(path=path, commit_interval_ms=1))
     spool.open()
@@ -42,6 +45,8 @@ def main() -> None:
         got = spool.append(batch_of(n, i))
         i += n
         print(got.stop - 1, flush=True)
+    if ack:
+        spool.ack(r.id for r in spool.lease(10**7))
     spool.maintain()
     print("synced", flush=True)
     time.sleep(3600)
