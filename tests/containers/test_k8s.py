@@ -45,11 +45,18 @@ def test_containers_run_non_root_on_a_read_only_root_with_limits(path: Path) -> 
 
 
 def test_runtime_probes_use_healthz_and_readyz() -> None:
+    """The probes run inside the container against 127.0.0.1 (where the ops endpoint listens
+    by default; the kubelet's own HTTP probe would come from beyond loopback)."""
     for path in MANIFESTS:
         for doc in documents(path):
             if doc["kind"] != "Deployment":
                 continue
             for container in doc["spec"]["template"]["spec"]["containers"]:
                 if container["name"] in {"runtime", "receiver"}:
-                    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-                    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+                    for probe, endpoint in (
+                        ("livenessProbe", "/healthz"),
+                        ("readinessProbe", "/readyz"),
+                    ):
+                        command = container[probe]["exec"]["command"]
+                        assert command[:2] == ["python3", "-c"]
+                        assert "http://127.0.0.1:" in command[2] and f"{endpoint}'" in command[2]
