@@ -23,7 +23,13 @@ import orjson
 from pydantic import ValidationError
 
 from edge_runtime import __version__
-from edge_runtime.config.loader import LoadedConfig, load_config, load_model, parse_config
+from edge_runtime.config.loader import (
+    LoadedConfig,
+    load_config,
+    load_model,
+    parse_config,
+    resolve_broker_secret,
+)
 from edge_runtime.errors import ConfigError, EdgeRuntimeError
 from edge_runtime.ops.logs import setup_logging
 from edge_runtime.ops.stats import RuntimeStats
@@ -209,6 +215,7 @@ def cmd_core(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise ConfigError(str(exc), source="the command line") from exc
     config = config.model_copy(update={**updates, **given})
+    resolve_broker_secret(config.broker, field="broker", source=args.config or "the defaults")
     setup_logging(args.log_format, "INFO")
     crash_after = os.environ.get(CRASH_AFTER_ENV)
 
@@ -365,6 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
 
     _add_provision(sub)
+
+    from edge_runtime.cli.fleet import add_fleet_parser  # noqa: PLC0415 (as above)
+
+    add_fleet_parser(sub)
 
     from edge_runtime.sizing.command import add_size_parser  # noqa: PLC0415 (as above)
 

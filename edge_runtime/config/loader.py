@@ -23,7 +23,7 @@ from edge_runtime.pipelines.registry import (
     format_validation_error,
 )
 
-__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config"]
+__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config", "resolve_broker_secret"]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -206,6 +206,15 @@ def _resolve_paths(site: SiteConfig, base: Path) -> SiteConfig:
             ),
         }
     )
+
+
+def resolve_broker_secret(broker: BrokerConfig, *, field: str, source: str) -> None:
+    """Read a broker's password (password_env or password_file) into it now, for a config
+    that :func:`load_model` loaded (it leaves secrets alone); :class:`ConfigError` naming the
+    field when it cannot be read."""
+    for name, problem in broker.file_problems():
+        raise ConfigError(problem, source=source, field=f"{field}.{name}")
+    _resolve_secret(broker, field, source, os.environ)
 
 
 def _resolve_secret(broker: BrokerConfig, field: str, source: str, env: Mapping[str, str]) -> None:

@@ -9,7 +9,8 @@ code                 when
 ===================  =========================================================================
 ``never_heard``      a registered site the core has no heartbeat from
 ``stale``            the newest heartbeat is older than the staleness limit
-``pending_wave``     the group's rollout has not reached this site yet (or halted before it)
+``pending_wave``     the group's rollout has not reached this site yet
+``halted``           the group's rollout halted before it reached this site
 ``not_applied``      the bundle was sent; no outcome yet (or ``applying``)
 ``refused``          the site refused the desired bundle (its reason)
 ``rolled_back``      the site applied it, was not healthy in time and rolled back (its reason)
@@ -39,6 +40,7 @@ CAUSES = (
     "never_heard",
     "stale",
     "pending_wave",
+    "halted",
     "not_applied",
     "refused",
     "rolled_back",
@@ -100,18 +102,18 @@ def site_drift(
     *,
     age_s: float | None,
     stale_after_s: float,
-    pending: str | None = None,
+    pending: Cause | None = None,
 ) -> SiteDrift:
     """``desired``: the bundle the core rolled out to this site (None: none yet);
-    ``pending``: why the group's newer bundle has not reached it (a rollout's wave, or a
-    halted one), else None; ``age_s``: age of ``beat``."""
+    ``pending``: why the group's newer bundle has not reached it (``pending_wave`` or
+    ``halted``), else None; ``age_s``: age of ``beat``."""
     if beat is None:
         return SiteDrift("never_heard", (Cause("never_heard", "never heard from"),))
     causes: list[Cause] = []
     if age_s is not None and age_s > stale_after_s:
         causes.append(Cause("stale", f"heartbeat stale for {age_s:.0f} s"))
     if pending is not None:
-        causes.append(Cause("pending_wave", pending))
+        causes.append(pending)
     if desired is not None:
         causes += _against_bundle(beat, desired)
     causes += [Cause("site_reported", f"site reports: {d}") for d in beat.drift]

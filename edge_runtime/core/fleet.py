@@ -37,7 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from edge_runtime.core.config import CoreConfig
-from edge_runtime.core.drift import STATES, SiteDrift, Target, site_drift
+from edge_runtime.core.drift import STATES, Cause, SiteDrift, Target, site_drift
 from edge_runtime.core.fleet_store import FleetChanges, FleetStore
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.rollout import Rollout
@@ -364,7 +364,7 @@ class FleetManager:
     def registered_sites(self) -> list[str]:
         return sorted(p.stem for p in (self.registry.directory / "sites").glob("*.pub"))
 
-    def _pending(self, site: str, beat: Heartbeat | None) -> str | None:
+    def _pending(self, site: str, beat: Heartbeat | None) -> Cause | None:
         group = beat.group if beat is not None else None
         g = self.groups.get(group) if group is not None else None
         if g is None:
@@ -373,12 +373,16 @@ class FleetManager:
         mine = self.desired.get(site)
         if mine is not None and mine.bundle.serial >= r.serial:
             return None
-        if r.state == "rolling" and site not in r.assigned:
-            return f"pending wave {r.wave + 2} of {len(r.waves)} (bundle {r.serial})"
-        if r.state == "halted" and site not in r.assigned:
-            return f"rollout of bundle {r.serial} halted before this site"
-        if r.state == "done" and site not in r.assigned:
-            return f"bundle {r.serial} to be sent (joined the group after its rollout)"
+        if site in r.assigned:
+            return None
+        if r.state == "rolling":
+            text = f"pending wave {r.wave + 2} of {len(r.waves)} (bundle {r.serial})"
+            return Cause("pending_wave", text)
+        if r.state == "halted":
+            return Cause("halted", f"rollout of bundle {r.serial} halted before this site")
+        if r.state == "done":
+            text = f"bundle {r.serial} to be sent (joined the group after its rollout)"
+            return Cause("pending_wave", text)
         return None
 
     def site_drift(self, site: str, now: float) -> SiteDrift:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edge_runtime.core.drift import Target, site_drift
+from edge_runtime.core.drift import Cause, Target, site_drift
 from edge_runtime.fleet import Bundle, Heartbeat, Revision
 
 CONFIG = '[[pipelines]]\ntype = "windows"\nname = "t"\ntopics = ["a/+"]\n'
@@ -53,7 +53,7 @@ def test_each_cause() -> None:
 
 
 def test_pending_is_not_drift_yet() -> None:
-    d = site_drift(beat(), TARGET, age_s=1.0, stale_after_s=30, pending="pending wave 2 of 2")
+    d = site_drift(beat(), TARGET, age_s=1.0, stale_after_s=30, pending=Cause("pending_wave", "w"))
     assert d.state == "pending" and d.as_dict()["drift"] is True
     d = site_drift(beat(running_serial=5, last_serial=5), TARGET, age_s=1.0, stale_after_s=30)
     assert d.state == "pending"

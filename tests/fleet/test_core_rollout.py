@@ -1,0 +1,303 @@
+"""The core's fleet side against protocol-level site peers (tests/fleet/peers.py) over a real
+mosquitto with the registry's passwords and ACL: the operator's commands (publish, rollback,
+status) as the CLI runs them, a rollout in two waves, a halted one, a rollback, forged
+messages refused and counted, drift causes at each step, and the view after a core restart."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import msgpack
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from edge_runtime.cli.main import main
+from edge_runtime.config.loader import resolve_broker_secret
+from edge_runtime.core import CoreConfig, CoreReceiver
+from edge_runtime.core.config import FleetRolloutConfig
+from edge_runtime.fleet import Bundle, bundle_topic, desired_topic, heartbeat_topic
+from edge_runtime.identity import CORE_USER, Sealer, open_sealed
+from edge_runtime.mqtt.config import BrokerConfig
+from tests.delivery.harness import figures
+from tests.fleet.peers import PeerSite, poll, provisioned, secured_broker
+
+SITES = ["site-a", "site-b", "site-c", "site-d", "site-e"]
+MANAGED_A = """
+[[pipelines]]
+type = "windows"
+name = "ped"
+topics = ["akl/ped/+/count"]
+window = { kind = "tumbling", size_s = 1 }
+"""
+MANAGED_B = MANAGED_A.replace("size_s = 1", "size_s = 2")
+
+
+def core_config(registry: Path, port: int, db: Path) -> CoreConfig:
+    config = CoreConfig(
+        broker=BrokerConfig(
+            port=port,
+            username=CORE_USER,
+            password_file=registry / "core-broker-password",
+            reconnect_max_s=0.5,
+        ),
+        database=db,
+        registry=registry,
+        http_port=0,
+        fleet=FleetRolloutConfig(waves=[0.2, 1.0], wave_timeout_s=60, failure_threshold=0),
+    )
+    resolve_broker_secret(config.broker, field="broker", source="test")
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running_core(config: CoreConfig) -> AsyncIterator[CoreReceiver]:
+    core = CoreReceiver(config)
+    task = asyncio.create_task(core.run(), name="core-under-test")
+    try:
+        await asyncio.wait_for(core.wait_started(), 30)
+        yield core
+    finally:
+        core.stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def get(port: int, path: str) -> tuple[int, str]:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}{path}") as resp,
+    ):
+        return resp.status, await resp.text()
+
+
+async def fleet(core: CoreReceiver) -> dict[str, Any]:
+    assert core.fleet is not None
+    return core.fleet.view()
+
+
+def by_site(view: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {row["site"]: row for row in view["sites"]}
+
+
+def codes(row: dict[str, Any]) -> list[str]:
+    return [c["code"] for c in row["causes"]]
+
+
+def cli(*args: str) -> int:
+    return main(list(args))
+
+
+async def test_rollout_in_waves_halt_rollback_and_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    registry = tmp_path / "registry"
+    ids = provisioned(registry, tmp_path, SITES)
+    broker = secured_broker(registry)
+    managed_a, managed_b = tmp_path / "a.toml", tmp_path / "b.toml"
+    managed_a.write_text(MANAGED_A)
+    managed_b.write_text(MANAGED_B)
+    common = [
+        "--group",
+        "city",
+        "--registry",
+        str(registry),
+        "--broker",
+        f"127.0.0.1:{broker.port}",
+    ]
+    config = core_config(registry, broker.port, tmp_path / "core.db")
+    peers = [PeerSite(ids[s], "city", broker.port) for s in SITES]
+    steps: dict[str, object] = {}
+    try:
+        async with running_core(config) as core, contextlib.AsyncExitStack() as stack:
+            for peer in peers:
+                await stack.enter_async_context(peer)
+            await poll(
+                lambda: (
+                    states(by_site(core.fleet.view())) == dict.fromkeys(SITES, "unmanaged")  # type: ignore[union-attr]
+                    and all(p.site in core.fleet.beats for p in peers)
+                ),  # type: ignore[union-attr]
+                "five sites heard, unmanaged",
+            )
+
+            # (1) bundle A: the canary (site-a, first by name) takes its time
+            peers[0].answer = "applying:"
+            assert (
+                await asyncio.to_thread(
+                    cli, "fleet", "publish", *common, "--config", str(managed_a)
+                )
+                == 0
+            )
+            serial_a = peers[0].last_serial or await poll(lambda: peers[0].last_serial, "canary")
+
+            def wave_one() -> bool:
+                rows = by_site(core.fleet.view()) if core.fleet else {}
+                return codes(rows["site-a"]) == ["not_applied"] and all(
+                    codes(rows[s]) == ["pending_wave"] for s in SITES[1:]
+                )
+
+            await poll(wave_one, "wave 1: the canary applying, the rest pending wave 2")
+            rows = by_site(await fleet(core))
+            assert rows["site-a"]["causes"][0]["text"] == f"applying bundle {serial_a}"
+            assert rows["site-b"]["causes"][0]["text"] == f"pending wave 2 of 2 (bundle {serial_a})"
+            assert [p.seen for p in peers[1:]] == [[]] * 4  # nobody else has it
+            _, metrics = await get(core.ops.port, "/metrics")  # type: ignore[union-attr]
+            assert 'edge_fleet_rollout_wave{group="city"} 1.0' in metrics
+            assert 'edge_fleet_drift{cause="pending_wave",site="site-b"} 1.0' in metrics
+            steps["wave 1"] = states(rows)
+
+            peers[0].answer = "applied:"
+            peers[0].retake()
+            await poll(lambda: all_in_sync(core, serial_a), "bundle A applied everywhere")
+            view = await fleet(core)
+            assert view["groups"]["city"]["rollout"]["outcomes"] == {"applied": 5}
+            steps["after A"] = states(by_site(view))
+
+            # (2) forgeries: a bundle not signed by the operator, a heartbeat with a wrong
+            # key, a tampered bundle straight to one site (it refuses; still in sync)
+            intruder = Sealer(Ed25519PrivateKey.generate(), "operator")
+            fake = Bundle("city", serial_a + 10**9, MANAGED_B, "0.1.0").seal(intruder)
+            password = (registry / "core-broker-password").read_text()
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, username=CORE_USER, password=password
+            ) as client:
+                await client.publish(bundle_topic("city"), fake, qos=1)
+                await client.publish(desired_topic("site-d"), tamper(peers[3].last_good), qos=1)
+            thief = Sealer(Ed25519PrivateKey.generate(), "site-c")
+            async with aiomqtt.Client(
+                "127.0.0.1", broker.port, username="site-c", password=peers[2].password
+            ) as client:
+                await client.publish(heartbeat_topic("site-c"), peers[2].heartbeat(thief), qos=1)
+            counters = await poll(
+                lambda: (
+                    core.fleet.counters  # type: ignore[union-attr]
+                    if core.fleet.counters["bundle_rejected_bad_signature"]  # type: ignore[union-attr]
+                    and core.fleet.counters["heartbeat_rejected_bad_signature"]  # type: ignore[union-attr]
+                    else None
+                ),
+                "forgeries counted",
+            )
+            await poll(lambda: peers[3].last_outcome == "refused", "site-d refuses the tampered")
+            await poll(
+                lambda: (
+                    (by_site(core.fleet.view())["site-d"]["reported"] or {}).get("last_outcome")  # type: ignore[union-attr]
+                    == "refused"
+                ),
+                "the core sees site-d's refusal",
+            )
+            rows = by_site(await fleet(core))
+            assert rows["site-d"]["state"] == "in_sync", rows["site-d"]
+            assert rows["site-d"]["reported"]["last_reason"] == "bad bundle: bad_signature"
+            steps["counters after forgeries"] = dict(counters)  # type: ignore[call-overload]
+
+            # (3) bundle B: the canary rolls back, the rollout halts, the rest keep A
+            peers[0].answer = "rolled_back:not healthy within 30 s"
+            assert (
+                await asyncio.to_thread(
+                    cli, "fleet", "publish", *common, "--config", str(managed_b)
+                )
+                == 0
+            )
+            await poll(
+                lambda: core.fleet.view()["groups"]["city"]["rollout"]["state"] == "halted",  # type: ignore[union-attr]
+                "the rollout of B halts",
+            )
+            view = await fleet(core)
+            rollout = view["groups"]["city"]["rollout"]
+            assert "site-a: rolled_back (not healthy within 30 s)" in rollout["reason"]
+            rows = by_site(view)
+            assert rows["site-a"]["causes"][0]["text"] == "rolled back: not healthy within 30 s"
+            serial_b = rows["site-a"]["desired"]["serial"]
+            for site in SITES[1:]:
+                assert codes(rows[site]) == ["halted"], rows[site]
+                assert rows[site]["state"] == "drift"
+                assert "halted before this site" in rows[site]["causes"][0]["text"]
+                assert rows[site]["desired"]["serial"] == serial_a
+            assert all(serial_b not in p.seen for p in peers[1:])
+            steps["B halted"] = states(rows)
+
+            # (4) the operator rolls back: A's content, new serial, all at once
+            peers[0].answer = "applied:"
+            assert await asyncio.to_thread(cli, "fleet", "rollback", *common) == 0
+            await poll(
+                lambda: (
+                    core.fleet.view()["groups"]["city"]["rollout"]["rollback"]  # type: ignore[union-attr]
+                    and core.fleet.view()["groups"]["city"]["rollout"]["state"] == "done"
+                ),  # type: ignore[union-attr]
+                "the rollback rolled out",
+            )
+            view = await fleet(core)
+            serial_r = view["groups"]["city"]["serial"]
+            assert serial_r > serial_b and view["groups"]["city"]["rollout"]["waves"] == [1.0]
+            await poll(lambda: all_in_sync(core, serial_r), "everyone on the rollback")
+            assert view["groups"]["city"]["managed_hash"] == peers[1].managed
+            steps["rolled back"] = states(by_site(await fleet(core)))
+
+            # (5) drift the sites report, and a site gone quiet
+            peers[2].drift = ("local config changed (SIGHUP)",)
+            peers[2].retake()
+            await stack.aclose()  # all peers stop; site-c's last word is its drift
+            await poll(
+                lambda: (
+                    codes(by_site(core.fleet.view())["site-c"])[-1:] == ["site_reported"]  # type: ignore[union-attr]
+                    or "site_reported" in codes(by_site(core.fleet.view())["site-c"])
+                ),  # type: ignore[union-attr]
+                "site-c's own drift",
+            )
+            await poll(
+                lambda: by_site(core.fleet.view())["site-e"]["state"] == "stale",  # type: ignore[union-attr]
+                "site-e stale",
+            )
+            _, metrics = await get(core.ops.port, "/metrics")  # type: ignore[union-attr]
+            assert 'edge_fleet_drift{cause="stale",site="site-e"} 1.0' in metrics
+            code, status = await get(core.ops.port, "/status")  # type: ignore[union-attr]
+            assert code == 200 and '"heartbeat stale for' in status
+
+            capsys.readouterr()
+            url = f"http://127.0.0.1:{core.ops.port}"  # type: ignore[union-attr]
+            assert await asyncio.to_thread(cli, "fleet", "status", "--url", url) == 0
+            table = capsys.readouterr().out
+            assert f"group city: bundle {serial_r} (rollback) done" in table
+            assert "site-c: site reports: local config changed (SIGHUP)" in table
+
+        # (6) a restarted core knows the fleet at once
+        async with running_core(config) as core:
+            view = await fleet(core)
+            rows = by_site(view)
+            assert view["groups"]["city"]["serial"] == serial_r
+            assert view["groups"]["city"]["rollout"]["state"] == "done"
+            assert {rows[s]["desired"]["serial"] for s in SITES} == {serial_r}
+            assert {rows[s]["reported"]["running_serial"] for s in SITES} == {serial_r}
+    finally:
+        broker.close()
+    figures(
+        "fleet rollout against five protocol peers",
+        **steps,
+        table=table,
+    )
+
+
+def all_in_sync(core: CoreReceiver, serial: int) -> bool:
+    assert core.fleet is not None
+    rows = core.fleet.view()["sites"]
+    return len(rows) == len(SITES) and all(
+        r["state"] == "in_sync" and r["reported"]["running_serial"] == serial for r in rows
+    )
+
+
+def states(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
+    return {site: row["state"] for site, row in rows.items()}
+
+
+def tamper(payload: bytes) -> bytes:
+    """The bundle with one byte of its signed body changed (its signature kept)."""
+    outer = msgpack.unpackb(payload, raw=False)
+    sealed = open_sealed(payload, "fleet")
+    body = bytearray(sealed.body)
+    body[-1] ^= 1
+    outer["body"] = bytes(body)
+    return msgpack.packb(outer, use_bin_type=True)  # type: ignore[no-any-return]
