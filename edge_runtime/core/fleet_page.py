@@ -63,11 +63,15 @@ ul.causes { margin: 0; padding-left: 1.1em; }
 <script>
 "use strict";
 const tokenKey = "edge-runtime-fleet-token";
-const fragment = new URLSearchParams(location.hash.slice(1));
-if (fragment.get("token")) {
-  sessionStorage.setItem(tokenKey, fragment.get("token"));
-  history.replaceState(null, "", location.pathname);
+function takeToken() {
+  const fragment = new URLSearchParams(location.hash.slice(1));
+  if (fragment.get("token")) {
+    sessionStorage.setItem(tokenKey, fragment.get("token"));
+    history.replaceState(null, "", location.pathname);
+  }
 }
+takeToken();
+window.addEventListener("hashchange", () => { takeToken(); refresh(); });
 function cell(row, text, cls) {
   const td = document.createElement("td");
   td.textContent = text === null || text === undefined ? "\\u2013" : String(text);

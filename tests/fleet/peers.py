@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,10 +17,14 @@ import aiomqtt
 import orjson
 
 from edge_runtime.broker import MosquittoProcess
+from edge_runtime.config.loader import resolve_broker_secret
+from edge_runtime.core import CoreConfig, CoreReceiver
+from edge_runtime.core.config import FleetRolloutConfig
 from edge_runtime.errors import DecodeError
 from edge_runtime.fleet import Heartbeat, Revision, desired_topic, heartbeat_topic, open_bundle
 from edge_runtime.fleet.bundle import managed_hash
-from edge_runtime.identity import Sealer, SiteIdentity, load_public_key, provision
+from edge_runtime.identity import CORE_USER, Sealer, SiteIdentity, load_public_key, provision
+from edge_runtime.mqtt.config import BrokerConfig
 
 RUNTIME = "0.1.0"
 LOCAL_HASH = managed_hash({})
@@ -135,6 +140,35 @@ class PeerSite:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
+
+
+def core_config(registry: Path, port: int, db: Path) -> CoreConfig:
+    config = CoreConfig(
+        broker=BrokerConfig(
+            port=port,
+            username=CORE_USER,
+            password_file=registry / "core-broker-password",
+            reconnect_max_s=0.5,
+        ),
+        database=db,
+        registry=registry,
+        http_port=0,
+        fleet=FleetRolloutConfig(waves=[0.2, 1.0], wave_timeout_s=60, failure_threshold=0),
+    )
+    resolve_broker_secret(config.broker, field="broker", source="test")
+    return config
+
+
+@contextlib.asynccontextmanager
+async def running_core(config: CoreConfig) -> AsyncIterator[CoreReceiver]:
+    core = CoreReceiver(config)
+    task = asyncio.create_task(core.run(), name="core-under-test")
+    try:
+        await asyncio.wait_for(core.wait_started(), 30)
+        yield core
+    finally:
+        core.stop()
+        await asyncio.wait_for(task, 30)
 
 
 def provisioned(registry: Path, workdir: Path, sites: list[str]) -> dict[str, Path]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,14 +17,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.cli.main import main
-from edge_runtime.config.loader import resolve_broker_secret
-from edge_runtime.core import CoreConfig, CoreReceiver
-from edge_runtime.core.config import FleetRolloutConfig
+from edge_runtime.core import CoreReceiver
 from edge_runtime.fleet import Bundle, bundle_topic, desired_topic, heartbeat_topic
 from edge_runtime.identity import CORE_USER, Sealer, open_sealed
-from edge_runtime.mqtt.config import BrokerConfig
 from tests.delivery.harness import figures
-from tests.fleet.peers import PeerSite, poll, provisioned, secured_broker
+from tests.fleet.peers import PeerSite, core_config, poll, provisioned, running_core, secured_broker
 
 SITES = ["site-a", "site-b", "site-c", "site-d", "site-e"]
 MANAGED_A = """
@@ -36,35 +32,6 @@ topics = ["akl/ped/+/count"]
 window = { kind = "tumbling", size_s = 1 }
 """
 MANAGED_B = MANAGED_A.replace("size_s = 1", "size_s = 2")
-
-
-def core_config(registry: Path, port: int, db: Path) -> CoreConfig:
-    config = CoreConfig(
-        broker=BrokerConfig(
-            port=port,
-            username=CORE_USER,
-            password_file=registry / "core-broker-password",
-            reconnect_max_s=0.5,
-        ),
-        database=db,
-        registry=registry,
-        http_port=0,
-        fleet=FleetRolloutConfig(waves=[0.2, 1.0], wave_timeout_s=60, failure_threshold=0),
-    )
-    resolve_broker_secret(config.broker, field="broker", source="test")
-    return config
-
-
-@contextlib.asynccontextmanager
-async def running_core(config: CoreConfig) -> AsyncIterator[CoreReceiver]:
-    core = CoreReceiver(config)
-    task = asyncio.create_task(core.run(), name="core-under-test")
-    try:
-        await asyncio.wait_for(core.wait_started(), 30)
-        yield core
-    finally:
-        core.stop()
-        await asyncio.wait_for(task, 30)
 
 
 async def get(port: int, path: str) -> tuple[int, str]:
