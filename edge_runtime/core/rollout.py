@@ -157,6 +157,7 @@ class Rollout:
             "waves": list(self.waves),
             "reason": self.reason,
             "sites_given": len(self.assigned),
+            "given": {site: wave + 1 for site, wave in sorted(self.assigned.items())},
             "outcomes": outcomes,
             "waiting_for": sorted(
                 s for s in self.assigned if s not in self.results and self.state == "rolling"

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
+import msgpack
 import orjson
 
 from edge_runtime.broker import MosquittoProcess
@@ -23,7 +24,14 @@ from edge_runtime.core.config import FleetRolloutConfig
 from edge_runtime.errors import DecodeError
 from edge_runtime.fleet import Heartbeat, Revision, desired_topic, heartbeat_topic, open_bundle
 from edge_runtime.fleet.bundle import managed_hash
-from edge_runtime.identity import CORE_USER, Sealer, SiteIdentity, load_public_key, provision
+from edge_runtime.identity import (
+    CORE_USER,
+    Sealer,
+    SiteIdentity,
+    load_public_key,
+    open_sealed,
+    provision,
+)
 from edge_runtime.mqtt.config import BrokerConfig
 
 RUNTIME = "0.1.0"
@@ -209,3 +217,13 @@ async def poll(check: object, what: str, timeout: float = 60.0) -> object:
 
 def dump(doc: object) -> str:
     return orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode()
+
+
+def tamper(payload: bytes) -> bytes:
+    """The bundle with one byte of its signed body changed (its signature kept)."""
+    outer = msgpack.unpackb(payload, raw=False)
+    sealed = open_sealed(payload, "fleet")
+    body = bytearray(sealed.body)
+    body[-1] ^= 1
+    outer["body"] = bytes(body)
+    return msgpack.packb(outer, use_bin_type=True)  # type: ignore[no-any-return]

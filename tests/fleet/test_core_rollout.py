@@ -12,16 +12,23 @@ from typing import Any
 
 import aiohttp
 import aiomqtt
-import msgpack
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.cli.main import main
 from edge_runtime.core import CoreReceiver
 from edge_runtime.fleet import Bundle, bundle_topic, desired_topic, heartbeat_topic
-from edge_runtime.identity import CORE_USER, Sealer, open_sealed
+from edge_runtime.identity import CORE_USER, Sealer
 from tests.delivery.harness import figures
-from tests.fleet.peers import PeerSite, core_config, poll, provisioned, running_core, secured_broker
+from tests.fleet.peers import (
+    PeerSite,
+    core_config,
+    poll,
+    provisioned,
+    running_core,
+    secured_broker,
+    tamper,
+)
 
 SITES = ["site-a", "site-b", "site-c", "site-d", "site-e"]
 MANAGED_A = """
@@ -258,13 +265,3 @@ def all_in_sync(core: CoreReceiver, serial: int) -> bool:
 
 def states(rows: dict[str, dict[str, Any]]) -> dict[str, str]:
     return {site: row["state"] for site, row in rows.items()}
-
-
-def tamper(payload: bytes) -> bytes:
-    """The bundle with one byte of its signed body changed (its signature kept)."""
-    outer = msgpack.unpackb(payload, raw=False)
-    sealed = open_sealed(payload, "fleet")
-    body = bytearray(sealed.body)
-    body[-1] ^= 1
-    outer["body"] = bytes(body)
-    return msgpack.packb(outer, use_bin_type=True)  # type: ignore[no-any-return]
