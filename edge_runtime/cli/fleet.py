@@ -188,8 +188,9 @@ def cmd_publish(args: argparse.Namespace) -> int:
         raise ConfigError(str(exc), source=args.managed) from exc
     payload = bundle.seal(operator)
     broker = _broker(args)
-    path = keep(registry, args.group, Kept(bundle.serial, payload, bundle.serial, "publish"))
     asyncio.run(_publish(broker, [(bundle_topic(args.group), payload)]))
+    # kept once published: a rollback goes back only to bundles the sites could have had
+    path = keep(registry, args.group, Kept(bundle.serial, payload, bundle.serial, "publish"))
     print(
         f"bundle {bundle.serial} for group {args.group} published (runtime "
         f"{bundle.runtime_version}, managed config {managed}, {len(bundle.models)} model(s)); "
@@ -219,12 +220,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     payload = bundle.seal(operator)
     request = RollbackRequest(args.group, bundle.serial).seal(operator)
     broker = _broker(args)
+    messages = [(rollback_topic(args.group), request), (bundle_topic(args.group), payload)]
+    asyncio.run(_publish(broker, messages))
     keep(registry, args.group, Kept(bundle.serial, payload, target.content_of, "rollback"))
-    asyncio.run(
-        _publish(
-            broker, [(rollback_topic(args.group), request), (bundle_topic(args.group), payload)]
-        )
-    )
     print(
         f"group {args.group} rolled back to the content of bundle {target.content_of}, "
         f"published as bundle {bundle.serial}"

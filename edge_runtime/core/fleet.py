@@ -41,7 +41,7 @@ from edge_runtime.core.drift import STATES, Cause, SiteDrift, Target, site_drift
 from edge_runtime.core.fleet_store import FleetChanges, FleetStore
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.rollout import Rollout
-from edge_runtime.errors import DecodeError, TransportError
+from edge_runtime.errors import ConfigError, DecodeError, TransportError
 from edge_runtime.fleet.bundle import Bundle, RollbackRequest, open_bundle, open_fleet_message
 from edge_runtime.fleet.heartbeat import Heartbeat, open_heartbeat
 from edge_runtime.fleet.topics import GROUP_BUNDLES, GROUP_ROLLBACKS, HEARTBEATS, desired_topic
@@ -267,6 +267,10 @@ class FleetManager:
         except DecodeError as exc:
             self.counters[f"heartbeat_rejected_{exc.reason}"] += 1
             log.warning("fleet: heartbeat refused: %s", exc)
+            return
+        except ConfigError as exc:  # the site's public key in the registry is unreadable
+            self.counters["heartbeat_rejected_unreadable_key"] += 1
+            log.error("fleet: heartbeat not verified: %s", exc)
             return
         known = self.beats.get(beat.site)
         if known is not None and beat.ts <= known.ts:
