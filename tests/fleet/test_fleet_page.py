@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
 from edge_runtime.cli.main import main
@@ -170,3 +171,43 @@ async def test_fleet_page_in_a_headless_browser(
     assert "rolled back: not healthy" in seen["third"]["north-1"]["text"]
     assert "halted before this site" in seen["third"]["north-2"]["text"]
     assert seen["third"]["north-1"]["state"] == "drift"
+
+
+async def test_the_page_opens_without_the_token_its_data_does_not(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No browser needed: /fleet is served to anyone (it holds no data), /fleet.json and
+    /status answer 401 without the bearer token and 200 with it."""
+    monkeypatch.setenv("FLEET_PAGE_TOKEN", TOKEN)
+    registry = tmp_path / "registry"
+    provisioned(registry, tmp_path, SITES[:1])
+    broker = secured_broker(registry)
+    config = core_config(registry, broker.port, tmp_path / "core.db").model_copy(
+        update={"http_token_env": "FLEET_PAGE_TOKEN"}
+    )
+    answers: dict[str, int] = {}
+    try:
+        async with running_core(config) as core, aiohttp.ClientSession() as http:
+            assert core.ops is not None
+            base = f"http://127.0.0.1:{core.ops.port}"
+            for path in ("/fleet", "/fleet.json", "/status"):
+                async with http.get(base + path) as resp:
+                    answers[path] = resp.status
+                    if path == "/fleet":
+                        page = await resp.text()
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            async with http.get(base + "/fleet.json", headers=auth) as resp:
+                answers["/fleet.json with the token"] = resp.status
+                doc = await resp.json()
+    finally:
+        broker.close()
+    assert answers == {
+        "/fleet": 200,
+        "/fleet.json": 401,
+        "/status": 401,
+        "/fleet.json with the token": 200,
+    }
+    # one page, no external assets
+    assert not any(s in page for s in ("src=", "href=", "http://", "https://", "@import"))
+    assert [row["site"] for row in doc["sites"]] == SITES[:1]
+    assert doc["sites"][0]["state"] == "never_heard"
