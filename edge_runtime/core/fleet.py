@@ -173,20 +173,11 @@ class FleetManager:
 
     async def _roll(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            self._wake.clear()  # before stepping: a message taken meanwhile wakes us again
             self.step()
             await self._publish_unsent()
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK_S):
-                    stop_wait = asyncio.ensure_future(stop.wait())
-                    wake_wait = asyncio.ensure_future(self._wake.wait())
-                    try:
-                        await asyncio.wait(
-                            (stop_wait, wake_wait), return_when=asyncio.FIRST_COMPLETED
-                        )
-                    finally:
-                        stop_wait.cancel()
-                        wake_wait.cancel()
+                await asyncio.wait_for(self._wake.wait(), _TICK_S)
 
     def step(self) -> None:
         """Advance every rollout (waves, deadlines); queue the bundles to publish."""
