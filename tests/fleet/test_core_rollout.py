@@ -110,7 +110,7 @@ async def test_rollout_in_waves_halt_rollback_and_drift(
 
             def wave_one() -> bool:
                 rows = by_site(core.fleet.view()) if core.fleet else {}
-                return codes(rows["site-a"]) == ["not_applied"] and all(
+                return rows["site-a"]["causes"][0]["text"].startswith("applying") and all(
                     codes(rows[s]) == ["pending_wave"] for s in SITES[1:]
                 )
 
