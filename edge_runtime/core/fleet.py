@@ -31,13 +31,9 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from edge_runtime.core.config import CoreConfig
-from edge_runtime.core.drift import STATES, Cause, SiteDrift, Target, site_drift
+from edge_runtime.core.drift import Cause, SiteDrift, Target, site_drift
 from edge_runtime.core.fleet_store import FleetChanges, FleetStore
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.rollout import Rollout
@@ -49,7 +45,7 @@ from edge_runtime.identity import SiteRegistry, load_public_key
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.types import RawMessage
 
-__all__ = ["FleetCollector", "FleetManager"]
+__all__ = ["Desired", "FleetManager", "GroupState"]
 
 log = logging.getLogger(__name__)
 
@@ -60,21 +56,25 @@ _STALE_INTERVALS = 3.0
 
 
 @dataclass
-class _Desired:
+class Desired:
+    """A verified bundle: the operator's sealed bytes and what the drift check compares."""
+
     bundle: Bundle
     target: Target
     payload: bytes
 
 
 @dataclass
-class _Group:
-    current: _Desired
+class GroupState:
+    """A group's newest bundle and its rollout."""
+
+    current: Desired
     rollout: Rollout
 
 
 class FleetManager:
-    """See the module docstring. :meth:`run` until the ``stop`` event; :meth:`view` and
-    :meth:`status` at any time."""
+    """See the module docstring. :meth:`run` until the ``stop`` event; The fleet's view
+    (:mod:`edge_runtime.core.fleet_view`) reads its state at any time."""
 
     def __init__(
         self,
@@ -93,8 +93,8 @@ class FleetManager:
         self.counters: Counter[str] = Counter()
         self.beats: dict[str, Heartbeat] = {}
         self.beat_at: dict[str, float] = {}  # site -> when the core received its newest beat
-        self.desired: dict[str, _Desired] = {}
-        self.groups: dict[str, _Group] = {}
+        self.desired: dict[str, Desired] = {}
+        self.groups: dict[str, GroupState] = {}
         self.link: MqttLink | None = None
         self._rollback_serials: dict[str, int] = {}  # group -> serial a request marked
         self._unsent: dict[str, bytes] = {}  # site -> desired payload still to publish
@@ -119,7 +119,7 @@ class FleetManager:
             with contextlib.suppress(DecodeError):
                 current = self._open_desired(payload)
                 if doc is not None:
-                    self.groups[group] = _Group(current, Rollout.from_doc(doc, now))
+                    self.groups[group] = GroupState(current, Rollout.from_doc(doc, now))
         if self.beats or self.groups:
             log.info(
                 "fleet view restored: %d site(s) heard, %d group rollout(s)",
@@ -127,9 +127,9 @@ class FleetManager:
                 len(self.groups),
             )
 
-    def _open_desired(self, payload: bytes) -> _Desired:
+    def _open_desired(self, payload: bytes) -> Desired:
         bundle = open_bundle(payload, self.operator)
-        return _Desired(bundle, Target.of(bundle), payload)
+        return Desired(bundle, Target.of(bundle), payload)
 
     def _group_changed(self, group: str) -> None:
         g = self.groups[group]
@@ -290,7 +290,7 @@ class FleetManager:
                 raise DecodeError("wrong_type", f"a {type(message).__name__} on the {kind} topic")
             desired = None
             if isinstance(message, Bundle):
-                desired = _Desired(message, Target.of(message), payload)
+                desired = Desired(message, Target.of(message), payload)
         except DecodeError as exc:
             self.counters[f"{label}_rejected_{exc.reason}"] += 1
             log.warning("fleet: %s refused: %s", label, exc)
@@ -300,7 +300,7 @@ class FleetManager:
         elif desired is not None:
             self._take_bundle(desired)
 
-    def _take_bundle(self, desired: _Desired) -> None:
+    def _take_bundle(self, desired: Desired) -> None:
         bundle = desired.bundle
         known = self.groups.get(bundle.group)
         if known is not None and bundle.serial <= known.current.bundle.serial:
@@ -320,7 +320,7 @@ class FleetManager:
         )
         if self._rollback_serials.get(bundle.group) == bundle.serial:
             rollout.switch_to_rollback(list(self.fleet.rollback_waves))
-        self.groups[bundle.group] = _Group(desired, rollout)
+        self.groups[bundle.group] = GroupState(desired, rollout)
         self._group_changed(bundle.group)
         log.info(
             "fleet: bundle %d for group %s (runtime %s, config %s)%s",
@@ -391,132 +391,3 @@ class FleetManager:
             stale_after_s=self.stale_after_s(beat) if beat is not None else 0.0,
             pending=self._pending(site, beat),
         )
-
-    def view(self) -> dict[str, Any]:
-        """The fleet table (``/fleet.json``, ``edge-runtime fleet status``, the page)."""
-        now = self.clock()
-        sites = sorted(set(self.registered_sites()) | set(self.beats) | set(self.desired))
-        rows = [self._row(site, now) for site in sites]
-        states = Counter(row["state"] for row in rows)
-        return {
-            "now": now,
-            "sites": rows,
-            "states": {state: states[state] for state in STATES},
-            "groups": {
-                group: {
-                    "serial": g.current.bundle.serial,
-                    "runtime_version": g.current.bundle.runtime_version,
-                    "managed_hash": g.current.target.managed_hash,
-                    "rollout": g.rollout.as_dict(now),
-                }
-                for group, g in sorted(self.groups.items())
-            },
-            "counters": dict(self.counters),
-            "broker": self.link.state.value if self.link is not None else "none",
-        }
-
-    def _row(self, site: str, now: float) -> dict[str, Any]:
-        beat = self.beats.get(site)
-        desired = self.desired.get(site)
-        drift = self.site_drift(site, now).as_dict()
-        progress = self.progress.get(site)
-        prog = progress.as_dict(now) if progress is not None else {}
-        return {
-            "site": site,
-            "group": beat.group if beat is not None else None,
-            **drift,
-            "desired": None
-            if desired is None
-            else {
-                "serial": desired.bundle.serial,
-                "group": desired.bundle.group,
-                "runtime_version": desired.bundle.runtime_version,
-                "managed_hash": desired.target.managed_hash,
-                "models": dict(desired.bundle.models),
-            },
-            "reported": None
-            if beat is None
-            else {
-                "revision_id": beat.revision_id,
-                "runtime_version": beat.revision.runtime_version,
-                "config_hash": beat.revision.config_hash,
-                "managed_hash": beat.managed_hash,
-                "running_serial": beat.running_serial,
-                "last_serial": beat.last_serial,
-                "last_outcome": beat.last_outcome,
-                "last_reason": beat.last_reason,
-                "ready": beat.ready,
-                "uptime_s": round(beat.uptime_s, 1),
-            },
-            "heartbeat_age_s": round(now - self.beat_at[site], 1) if beat is not None else None,
-            "backlog": beat.backlog if beat is not None else None,
-            "rejected": beat.rejected if beat is not None else None,
-            "lag_s": prog.get("lag_s"),
-            "missing": prog.get("missing"),
-            "gaps": prog.get("gaps", []),
-            "received": prog.get("received"),
-        }
-
-    def status(self) -> dict[str, Any]:
-        """The part of the core's ``/status`` about the fleet."""
-        view = self.view()
-        return {
-            "states": view["states"],
-            "groups": view["groups"],
-            "counters": view["counters"],
-            "broker": view["broker"],
-            "sites": {
-                row["site"]: {
-                    "state": row["state"],
-                    "causes": [c["text"] for c in row["causes"]],
-                    "running_serial": (row["reported"] or {}).get("running_serial"),
-                    "desired_serial": (row["desired"] or {}).get("serial"),
-                }
-                for row in view["sites"]
-            },
-        }
-
-
-class FleetCollector(Collector):
-    """The fleet's metrics: sites per state, drift per site and cause, heartbeat ages,
-    rollout wave and state per group, fleet events."""
-
-    def __init__(self, manager: FleetManager) -> None:
-        self.manager = manager
-
-    def collect(self) -> list[Metric]:
-        m = self.manager
-        now = m.clock()
-        sites = GaugeMetricFamily("edge_fleet_sites", "Sites per fleet state.", labels=["state"])
-        drift = GaugeMetricFamily(
-            "edge_fleet_drift", "1 per site and drift cause.", labels=["site", "cause"]
-        )
-        age = GaugeMetricFamily(
-            "edge_fleet_heartbeat_age_seconds", "Age of the newest heartbeat.", labels=["site"]
-        )
-        wave = GaugeMetricFamily(
-            "edge_fleet_rollout_wave", "Wave of the group's rollout (1-based).", labels=["group"]
-        )
-        state = GaugeMetricFamily(
-            "edge_fleet_rollout_state",
-            "1 for the state the group's rollout is in.",
-            labels=["group", "state"],
-        )
-        events = CounterMetricFamily("edge_fleet_events", "Fleet manager events.", labels=["event"])
-        counts: Counter[str] = Counter()
-        for site in sorted(set(m.registered_sites()) | set(m.beats) | set(m.desired)):
-            d = m.site_drift(site, now)
-            counts[d.state] += 1
-            for code in sorted({c.code for c in d.causes}):
-                drift.add_metric([site, code], 1.0)
-            if site in m.beat_at:
-                age.add_metric([site], now - m.beat_at[site])
-        for s in STATES:
-            sites.add_metric([s], counts[s])
-        for group, g in sorted(m.groups.items()):
-            wave.add_metric([group], g.rollout.wave + 1)
-            for s in ("rolling", "halted", "done", "superseded"):
-                state.add_metric([group, s], 1.0 if g.rollout.state == s else 0.0)
-        for name, n in sorted(m.counters.items()):
-            events.add_metric([name], n)
-        return [sites, drift, age, wave, state, events]

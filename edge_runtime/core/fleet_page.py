@@ -21,6 +21,7 @@ import orjson
 from aiohttp import web
 
 from edge_runtime.core.fleet import FleetManager
+from edge_runtime.core.fleet_view import fleet_view
 
 __all__ = ["PAGE_PATH", "add_fleet_routes"]
 
@@ -184,7 +185,7 @@ def add_fleet_routes(app: web.Application, manager: FleetManager) -> None:
 
     async def data(request: web.Request) -> web.Response:
         return web.Response(
-            body=orjson.dumps(manager.view(), option=orjson.OPT_INDENT_2),
+            body=orjson.dumps(fleet_view(manager), option=orjson.OPT_INDENT_2),
             content_type="application/json",
             headers={"Cache-Control": "no-store"},
         )

@@ -44,8 +44,9 @@ from prometheus_client.registry import Collector
 
 from edge_runtime.backoff import Backoff
 from edge_runtime.core.config import CoreConfig
-from edge_runtime.core.fleet import FleetCollector, FleetManager
+from edge_runtime.core.fleet import FleetManager
 from edge_runtime.core.fleet_page import PAGE_PATH, add_fleet_routes
+from edge_runtime.core.fleet_view import FleetCollector, fleet_status
 from edge_runtime.core.forward import NatsForwarder
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.store import SummaryStore, covered_seqs
@@ -170,7 +171,7 @@ class CoreReceiver:
                     reason: self.counters[f"rejected_{reason}"] for reason in REJECT_REASONS
                 },
             },
-            "fleet": self.fleet.status() if self.fleet is not None else None,
+            "fleet": fleet_status(self.fleet) if self.fleet is not None else None,
         }
 
     def ready(self) -> tuple[bool, str]:

@@ -99,7 +99,7 @@ async def test_fleet_page_in_a_headless_browser(
             peers = [PeerSite(ids[s], "north", broker.port) for s in SITES]
             for peer in peers:
                 await stack.enter_async_context(peer)
-            await poll(lambda: len(core.fleet.beats) == 3, "three sites heard")  # type: ignore[union-attr]
+            await poll(lambda: len(core.fleet.beats) == 3, "three sites heard")
             base = f"http://127.0.0.1:{core.ops.port}/fleet"
 
             def look() -> dict[str, Any]:
