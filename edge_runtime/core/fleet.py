@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -72,8 +73,16 @@ class GroupState:
     rollout: Rollout
 
 
+def _merged(older: FleetChanges, newer: FleetChanges) -> FleetChanges:
+    return FleetChanges(
+        heartbeats={**older.heartbeats, **newer.heartbeats},
+        desired={**older.desired, **newer.desired},
+        groups={**older.groups, **newer.groups},
+    )
+
+
 class FleetManager:
-    """See the module docstring. :meth:`run` until the ``stop`` event; The fleet's view
+    """See the module docstring: :meth:`run` until the ``stop`` event; the fleet's view
     (:mod:`edge_runtime.core.fleet_view`) reads its state at any time."""
 
     def __init__(
@@ -145,7 +154,13 @@ class FleetManager:
                 await asyncio.wait_for(stop.wait(), _SAVE_S)
             changes, self._changes = self._changes, FleetChanges()
             if changes:
-                await asyncio.to_thread(self.store.save, changes)
+                try:
+                    await asyncio.to_thread(self.store.save, changes)
+                except (sqlite3.Error, OSError) as exc:
+                    # the view is not data of record: keep it in memory, write it next time
+                    self.counters["view_save_failed"] += 1
+                    log.error("fleet: the fleet view was not saved (%s); trying again", exc)
+                    self._changes = _merged(changes, self._changes)
             if stop.is_set():
                 return
 
