@@ -391,8 +391,10 @@ class FleetAgent:
             self.local_hash_at_bundle = managed_hash(self.local.raw)
             self._update_drift()
             await self._save_state(payload)
-        else:
+        elif outcome == "rolled_back":
             await self._save_state()
+        # "applying": the site stopped during the health wait; nothing is kept, so the next
+        # start runs what ran before and takes the (retained) bundle again
 
     def _check_restart(self, new: LoadedConfig) -> None:
         fields = restart_only(self.runtime.loaded, new)
