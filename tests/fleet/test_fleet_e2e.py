@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import itertools
 import math
+import sqlite3
 import subprocess
 import sys
 import time
@@ -68,7 +69,7 @@ name = "{name}"
 topics = ["{topic}"]
 decode = {{ format = "json", key = "topic:2" }}
 window = {{ kind = "tumbling", size_s = {WINDOW_S}, allowed_lateness_s = 0, \
-idle_timeout_s = 3, stats = [{stats}] }}
+idle_timeout_s = 1, stats = [{stats}] }}
 """
 
 
@@ -296,7 +297,7 @@ async def test_five_sites_two_waves_refusal_rollback_no_summary_lost(tmp_path: P
             report["0 before"] = states(view)
 
             async with Readings(site_broker.port) as feed:
-                await asyncio.sleep(2 * WINDOW_S)  # windows open on every site
+                await asyncio.sleep(WINDOW_S)  # windows open on every site
 
                 # (1) R1 in two waves: wave 1 holds until the added pipeline gets input
                 await asyncio.to_thread(
@@ -421,7 +422,7 @@ async def test_five_sites_two_waves_refusal_rollback_no_summary_lost(tmp_path: P
 
                 await asyncio.sleep(WINDOW_S)
                 await feed.stop()
-            await asyncio.sleep(4.0)  # idle windows close (idle_timeout_s 3)
+            await stored_everywhere(db, set(feed.sent), [core, *every])  # idle windows close
             uplinks = {site: await drained(proc) for site, proc in sites.items()}
             report["status table"] = "\n" + cli(
                 "fleet", "status", "--url", f"http://127.0.0.1:{core.http_port}"
@@ -460,6 +461,27 @@ async def test_five_sites_two_waves_refusal_rollback_no_summary_lost(tmp_path: P
         got = {k: count for k, (count, _) in windows[site].items()}
         assert got == {k: float(n) for k, n in sent.items()}, (site, _diff(got, sent))
         assert all(n == 1 for _, n in windows[site].values()), site
+
+
+async def stored_everywhere(db: Path, windows: set[tuple[str, float]], procs: list[Proc]) -> None:
+    """Until the core has a 'lanes' summary of every window the publisher fed, from every
+    site (the last ones close on the idle timeout once the feed stops)."""
+
+    def missing() -> dict[str, int]:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            found: dict[str, set[tuple[str, float]]] = {site: set() for site in SITES}
+            for site, key, start in conn.execute(
+                "SELECT site, key, window_start FROM summaries WHERE pipeline = 'lanes'"
+            ):
+                found[site].add((key, start))
+        return {site: len(windows - got) for site, got in found.items() if windows - got}
+
+    deadline = time.monotonic() + 120.0
+    while left := await asyncio.to_thread(missing):
+        for proc in procs:
+            assert proc.running, f"{proc.name} exited:\n{proc.tail()}"
+        assert time.monotonic() < deadline, f"windows never stored: {left}"
+        await asyncio.sleep(0.3)
 
 
 def _port(config: Path) -> int:
