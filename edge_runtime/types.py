@@ -231,6 +231,10 @@ class Envelope:
     """Set by the site on a record it sends again because the core has not acknowledged it
     (after ``uplink.ack_timeout_s`` or a reconnect); the core counts these. Transport
     metadata: not part of the id, and absent from the wire document when false."""
+    site_revision: str = field(default="", metadata={"omit_default": True})
+    """The id of the site's revision (:class:`edge_runtime.fleet.Revision`: runtime version,
+    config hash, plugins, models, image) when the site accepted the summary; "" from a site
+    that does not say. Not part of the id; absent from the wire document when empty."""
 
     @classmethod
     def wrap(
@@ -243,6 +247,7 @@ class Envelope:
         version: str,
         config_hash: str,
         replayed: bool = False,
+        site_revision: str = "",
     ) -> Envelope:
         namespace = replay_namespace(config_hash) if replayed else ""
         return cls(
@@ -261,6 +266,7 @@ class Envelope:
             config_hash=config_hash,
             replayed=replayed,
             attrs=summary.attrs,
+            site_revision=site_revision,
         )
 
     @property

@@ -94,6 +94,8 @@ async def _run(loaded: LoadedConfig, args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, on_signal)
+    with contextlib.suppress(NotImplementedError, AttributeError):  # no SIGHUP on Windows
+        loop.add_signal_handler(signal.SIGHUP, runtime.reload)
     async with asyncio.TaskGroup() as tg:
         site = tg.create_task(runtime.run(), name="site-runtime")
         helpers = tg.create_task(_helpers(runtime, loaded, args), name="feed-and-tap")
@@ -373,6 +375,10 @@ def build_parser() -> argparse.ArgumentParser:
     add_commands(sub)
 
     _add_provision(sub)
+
+    from edge_runtime.cli.fleet import add_fleet_parser  # noqa: PLC0415 (as above)
+
+    add_fleet_parser(sub)
 
     from edge_runtime.sizing.command import add_size_parser  # noqa: PLC0415 (as above)
 

@@ -7,6 +7,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -23,7 +24,15 @@ from edge_runtime.pipelines.registry import (
     format_validation_error,
 )
 
-__all__ = ["LoadedConfig", "load_config", "load_model", "parse_config", "resolve_broker"]
+__all__ = [
+    "LoadedConfig",
+    "load_config",
+    "load_model",
+    "overlay_config",
+    "parse_config",
+    "parse_document",
+    "resolve_broker",
+]
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -38,6 +47,8 @@ class LoadedConfig:
     source: str
     base_dir: Path
     config_hash: str
+    raw: Mapping[str, Any] = dataclass_field(default_factory=dict)
+    """The parsed TOML document, before validation (fleet bundles lay tables over it)."""
 
     def plan(self) -> dict[str, Any]:
         """The resolved plan as plain data (secrets masked), as ``edge-runtime check`` prints it."""
@@ -106,11 +117,34 @@ def parse_config(
     registry: PluginRegistry | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> LoadedConfig:
-    base = base_dir or Path.cwd()
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=source) from exc
+    return parse_document(raw, source=source, base_dir=base_dir, registry=registry, environ=environ)
+
+
+def overlay_config(
+    loaded: LoadedConfig, tables: Mapping[str, Any], *, keys: tuple[str, ...], source: str
+) -> LoadedConfig:
+    """``loaded``'s document with its ``keys`` replaced by ``tables`` (a key of ``keys`` that
+    ``tables`` lacks is dropped: it gets its defaults), validated like a file; the plugin
+    registry is ``loaded``'s. Raises :class:`ConfigError` naming ``source``."""
+    doc = {k: v for k, v in loaded.raw.items() if k not in keys}
+    doc.update({k: v for k, v in tables.items() if k in keys})
+    return parse_document(doc, source=source, base_dir=loaded.base_dir, registry=loaded.registry)
+
+
+def parse_document(
+    raw: Mapping[str, Any],
+    *,
+    source: str = "<string>",
+    base_dir: Path | None = None,
+    registry: PluginRegistry | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> LoadedConfig:
+    """Validate a parsed TOML document (what :func:`parse_config` does after parsing)."""
+    base = base_dir or Path.cwd()
     try:
         site = SiteConfig.model_validate(raw)
     except ValidationError as exc:
@@ -134,6 +168,21 @@ def parse_config(
             load_identity(site.identity.dir, site.site_id)
         except ConfigError as exc:
             raise ConfigError(str(exc), source=source, field="identity.dir") from exc
+        if site.fleet is not None and not (site.identity.dir / "operator.pub").is_file():
+            raise ConfigError(
+                f"{site.identity.dir} has no operator.pub: [fleet] verifies bundles with it; "
+                "provision the site again with a current 'edge-runtime provision'",
+                source=source,
+                field="identity.dir",
+            )
+    elif site.fleet is not None:
+        raise ConfigError(
+            "[fleet] needs [identity]: bundles are verified with the operator key and "
+            "heartbeats signed with the site key of the identity directory; add [identity] "
+            "dir = ... (see 'edge-runtime provision') or remove [fleet]",
+            source=source,
+            field="identity",
+        )
     if registry is None:
         try:
             registry = default_registry(site.plugin_paths)
@@ -162,6 +211,7 @@ def parse_config(
         source=source,
         base_dir=base,
         config_hash=digest,
+        raw=dict(raw),
     )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from edge_runtime.checkpoint.config import CheckpointConfig
+from edge_runtime.fleet.config import FleetConfig
 from edge_runtime.identity.config import IdentityConfig
 from edge_runtime.mqtt.config import BrokerConfig, TLSConfig
 from edge_runtime.ops.config import OpsConfig
@@ -23,6 +24,7 @@ from edge_runtime.uplink.spool.config import SpoolConfig
 __all__ = [
     "BrokerConfig",
     "CheckpointConfig",
+    "FleetConfig",
     "IngestConfig",
     "OpsConfig",
     "OverflowPolicy",
@@ -58,6 +60,13 @@ class SiteConfig(_Model):
         default=None,
         description="The site's identity (see 'edge-runtime provision'): signed uplink, signed "
         "acknowledgements. Unset: unsigned, as a core without a registry expects.",
+    )
+    fleet: FleetConfig | None = Field(
+        default=None,
+        description="Fleet management (needs [identity]): the site takes signed revision "
+        "bundles for its group from the core broker, applies them without a restart, rolls "
+        "back what fails health and reports its revision in signed heartbeats. Unset: the site "
+        "runs its local config only (SIGHUP still reloads it).",
     )
     ingest: IngestConfig = Field(default_factory=IngestConfig, description="Ingest settings.")
     ops: OpsConfig = Field(default_factory=OpsConfig, description="Metrics, health and logs.")

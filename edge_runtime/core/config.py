@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Literal
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.ops.auth import check_exposure
 
-__all__ = ["CoreConfig", "NatsForwardConfig"]
+__all__ = ["CoreConfig", "FleetRolloutConfig", "NatsForwardConfig"]
 
 
 def _core_broker() -> BrokerConfig:
@@ -54,6 +55,77 @@ class NatsForwardConfig(BaseModel):
         description="How long a batch may wait for JetStream's acknowledgements before the "
         "batch counts as failed and is tried again (nothing is acknowledged meanwhile).",
     )
+
+
+def _check_waves(waves: list[float]) -> list[float]:
+    if not waves:
+        raise ValueError("give at least one wave (e.g. [1.0])")
+    if any(not 0 < w <= 1 for w in waves):
+        raise ValueError("each wave is a cumulative share of the group's sites in (0, 1]")
+    if any(b <= a for a, b in itertools.pairwise(waves)):
+        raise ValueError("waves are cumulative shares: each one larger than the one before")
+    if waves[-1] != 1.0:
+        raise ValueError("the last wave must be 1.0 (every site of the group)")
+    return waves
+
+
+class FleetRolloutConfig(BaseModel):
+    """Fleet management at the core: heartbeats, rollouts in waves, drift (needs registry).
+
+    When the operator publishes a signed bundle for a group (``edge-runtime fleet publish``),
+    the core verifies it with the registry's operator.pub and rolls it out to the group's
+    sites (the sites whose heartbeats name the group) in waves: it publishes the operator's
+    signed bytes, unchanged and retained, to each chosen site's desired topic and waits for
+    each site's heartbeat to report the outcome. A wave whose failures (refused, rolled back,
+    no outcome within wave_timeout_s) pass failure_threshold halts the rollout.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(
+        default=True,
+        description="Track heartbeats, roll bundles out and report drift. It runs only when "
+        "the core has a registry (the site keys to verify heartbeats with, operator.pub to "
+        "verify bundles with).",
+    )
+    waves: list[float] = Field(
+        default_factory=lambda: [0.2, 1.0],
+        description="Cumulative shares of the group's sites that have the bundle after each "
+        "wave, e.g. [0.2, 1.0]: a canary fifth (at least one site), then the rest. Strictly "
+        "growing, each in (0, 1], the last 1.0.",
+    )
+    rollback_waves: list[float] = Field(
+        default_factory=lambda: [1.0],
+        description="The waves of a rollback ('edge-runtime fleet rollback'): by default all "
+        "sites at once, without the canary pause. Same rules as waves.",
+    )
+    failure_threshold: int = Field(
+        default=0,
+        ge=0,
+        description="Failures allowed in one wave (a site that refused the bundle, rolled "
+        "back, or reported no outcome within wave_timeout_s); one more halts the rollout, "
+        "and the sites of later waves keep what they run.",
+    )
+    wave_timeout_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a wave waits for each of its sites to report the outcome "
+        "(applied, refused, rolled back) in a heartbeat; a site silent that long counts as a "
+        "failure. Make it longer than the bundles' health_timeout_s plus a heartbeat interval.",
+    )
+    heartbeat_stale_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="A site whose newest heartbeat is older than this is reported as drift "
+        "('heartbeat stale'). Unset: three of the site's own heartbeat intervals.",
+    )
+    client_id: str = Field(
+        default="edge-core-fleet",
+        description="MQTT client id of the core's fleet connection (a second connection to "
+        "the core broker, with the broker settings above).",
+    )
+
+    _waves = field_validator("waves", "rollback_waves")(_check_waves)
 
 
 class CoreConfig(BaseModel):
@@ -162,11 +234,17 @@ class CoreConfig(BaseModel):
     )
     http_token_env: str | None = Field(
         default=None,
-        description="Environment variable holding the bearer token that /metrics, /readyz "
-        "and /status require (/healthz stays open for probes).",
+        description="Environment variable holding the bearer token that /metrics, /readyz, "
+        "/status and /fleet.json require (/healthz and the /fleet page itself, which holds "
+        "no data, stay open; the page sends the token it is given in its URL fragment).",
     )
     http_token_file: Path | None = Field(
         default=None, description="File holding the bearer token (instead of http_token_env)."
+    )
+    fleet: FleetRolloutConfig = Field(
+        default_factory=FleetRolloutConfig,
+        description="Fleet management (heartbeats, rollouts in waves, drift, the /fleet "
+        "page); active when registry is set.",
     )
 
     @field_validator("broker", mode="after")

@@ -46,6 +46,9 @@ from prometheus_client.registry import Collector
 
 from edge_runtime.backoff import Backoff
 from edge_runtime.core.config import CoreConfig
+from edge_runtime.core.fleet import FleetManager
+from edge_runtime.core.fleet_page import PAGE_PATH, add_fleet_routes
+from edge_runtime.core.fleet_view import FleetCollector, fleet_status
 from edge_runtime.core.forward import NatsForwarder
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.core.store import Added, SummaryStore, covered_seqs
@@ -106,6 +109,10 @@ class CoreReceiver:
         self.verifier = UplinkVerifier(config, self.sites_registry)
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_CoreCollector(self))
+        self.fleet: FleetManager | None = None
+        if self.sites_registry is not None and config.fleet.enabled:
+            self.fleet = FleetManager(config, self.sites_registry, self.sites)
+            self.registry.register(FleetCollector(self.fleet))
 
     def stop(self) -> None:
         self._stop.set()
@@ -168,6 +175,7 @@ class CoreReceiver:
                     reason: self.counters[f"rejected_{reason}"] for reason in REJECT_REASONS
                 },
             },
+            "fleet": fleet_status(self.fleet) if self.fleet is not None else None,
         }
 
     def ready(self) -> tuple[bool, str]:
@@ -197,19 +205,25 @@ class CoreReceiver:
                     manual_ack=True,
                 )
             )
-            self.ops = await stack.enter_async_context(
-                OpsServer(
-                    cfg.http_host,
-                    cfg.http_port,
-                    self.registry,
-                    ready=self.ready,
-                    status=self.status,
-                    token=resolve_token(cfg.http_token_env, cfg.http_token_file),
-                )
+            ops = OpsServer(
+                cfg.http_host,
+                cfg.http_port,
+                self.registry,
+                ready=self.ready,
+                status=self.status,
+                token=resolve_token(cfg.http_token_env, cfg.http_token_file),
+                public_paths=frozenset({PAGE_PATH}) if self.fleet is not None else frozenset(),
             )
+            if self.fleet is not None:
+                add_fleet_routes(ops.app, self.fleet)
+            self.ops = await stack.enter_async_context(ops)
+            fleet_stop = asyncio.Event()
             async with asyncio.TaskGroup() as tg:
                 worker = tg.create_task(self._work(), name="core-store")
                 acker = tg.create_task(self._send_acks(), name="core-acks")
+                fleet = None
+                if self.fleet is not None:
+                    fleet = tg.create_task(self.fleet.run(fleet_stop), name="core-fleet")
                 self._started.set()
                 await self._stop.wait()
                 self._accepting = False  # what comes now stays with the broker
@@ -218,6 +232,9 @@ class CoreReceiver:
                 self._stored_all = True
                 self._ack_wake.set()
                 await acker  # sends the last acknowledgements, then returns
+                fleet_stop.set()
+                if fleet is not None:
+                    await fleet  # writes the fleet view, then closes its connection
                 await self.link.close()
 
     def _keep_final_status(self) -> None:

@@ -49,10 +49,11 @@ _NEGATIVE_TTL_S = 5.0  # an unknown site is looked up on disk again after this l
 
 
 def check_site_id(site_id: str) -> str:
-    if not re.fullmatch(SITE_ID_PATTERN, site_id) or site_id == CORE_USER:
+    if not re.fullmatch(SITE_ID_PATTERN, site_id) or site_id in (CORE_USER, "fleet"):
         raise ConfigError(
             f"site id {site_id!r} must be 1-64 letters, digits, '_', '.' or '-', start with a "
-            f"letter or digit, and not be {CORE_USER!r}"
+            f"letter or digit, and not be {CORE_USER!r} or 'fleet' (edge/fleet/ is the fleet "
+            "tree)"
         )
     return site_id
 

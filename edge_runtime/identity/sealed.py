@@ -7,10 +7,11 @@ On the wire a sealed message is a msgpack map::
 ``sig`` is the sender's Ed25519 signature over ``body`` exactly as sent; ``body`` is itself a
 msgpack map::
 
-    {"kind": "uplink" | "ack", "site": "<site_id>", "kid": "<key id>",
+    {"kind": "uplink" | "ack" | "fleet" | "heartbeat", "site": "<signer>", "kid": "<key id>",
      "ts": <microseconds since the epoch, strictly growing per sender>, "payload": <bytes>}
 
-``payload`` is the unsigned message of today (a list of envelopes, or an ack). The receiver
+``payload`` is the unsigned message (a list of envelopes, an ack, an operator's fleet
+instruction or a site's heartbeat: see :mod:`edge_runtime.fleet`). The receiver
 verifies the signature before it reads anything in the body; ``kind`` keeps an ack from
 passing as an uplink message and back; ``site`` names the signer (for an ack, the site it is
 for); ``ts`` lets the receiver refuse a replayed message (see the core's replay window).
@@ -31,7 +32,7 @@ from edge_runtime.identity.keys import key_id
 
 __all__ = ["Kind", "Sealed", "Sealer", "is_sealed", "open_sealed"]
 
-Kind = Literal["uplink", "ack"]
+Kind = Literal["uplink", "ack", "fleet", "heartbeat"]
 _MARK = "sealed"
 
 

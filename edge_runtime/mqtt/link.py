@@ -303,6 +303,18 @@ class MqttLink(Component):
             held.popleft()[1]()
         return count
 
+    async def add_subscriptions(self, filters: Sequence[str]) -> None:
+        """Subscribe to more filters: at once when connected (raises TransportError when the
+        broker refuses), and after every reconnect. Filters are never taken away here: what
+        still arrives on one no longer wanted is the sink's to set aside."""
+        new = [f for f in filters if f not in self.subscriptions]
+        if not new:
+            return
+        self.subscriptions = (*self.subscriptions, *new)
+        connection = self._connection
+        if connection is not None and self.state is LinkState.UP:
+            await connection.subscribe(new, self.qos)
+
     # -- publishing --------------------------------------------------------------------------
 
     async def publish(

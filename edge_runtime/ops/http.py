@@ -1,7 +1,8 @@
 """The operations endpoint on aiohttp: /metrics (Prometheus text), /healthz, /readyz, /status.
 
-With a bearer token (see :mod:`edge_runtime.ops.auth`) every path but /healthz answers 401
-without ``Authorization: Bearer <token>``.
+With a bearer token (see :mod:`edge_runtime.ops.auth`) every path but /healthz (and the
+``public_paths`` given, pages that hold no data themselves) answers 401 without
+``Authorization: Bearer <token>``.
 
 aiohttp parses the requests: an oversized or malformed request gets its 4xx from there and the
 server goes on answering. The :class:`aiohttp.web.Application` is public (``OpsServer.app``) so
@@ -44,6 +45,7 @@ class OpsServer(Component):
         ready: Callable[[], tuple[bool, str]],
         status: Callable[[], dict[str, Any]],
         token: str | None = None,
+        public_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.host = host
         self.port = port
@@ -51,6 +53,7 @@ class OpsServer(Component):
         self.ready = ready
         self.status = status
         self._token = token.encode() if token is not None else None
+        self._public = frozenset({"/healthz", *public_paths})
         self.app = web.Application(middlewares=[_plain_errors, self._authorise])
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/healthz", self._healthz)
@@ -77,8 +80,9 @@ class OpsServer(Component):
 
     @web.middleware
     async def _authorise(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """With a token, every path but /healthz needs ``Authorization: Bearer <token>``."""
-        if self._token is None or request.path == "/healthz":
+        """With a token, every path but /healthz (and the ``public_paths`` a component above
+        serves without data) needs ``Authorization: Bearer <token>``."""
+        if self._token is None or request.path in self._public:
             return await handler(request)
         given = request.headers.get(hdrs.AUTHORIZATION, "")
         scheme, _, value = given.partition(" ")

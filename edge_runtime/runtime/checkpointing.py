@@ -95,6 +95,12 @@ class Checkpointer:
         self._writing = asyncio.Lock()
         self._loaded: tuple[Checkpoint | None] | None = None
 
+    def set_pipelines(self, pipelines: Sequence[Pipeline[Any]]) -> None:
+        """The pipelines after a reload (under the emit lock): the next checkpoint holds the
+        state of those that support it, and no longer that of pipelines a reload removed."""
+        self.pipelines = [p for p in pipelines if supports_state(p)]
+        self._dirty = True
+
     # -- start -------------------------------------------------------------------------------
 
     def _read(self) -> Checkpoint | None:

@@ -28,6 +28,7 @@ from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.decode.decoders import ReadingDecoder
 from edge_runtime.errors import UplinkRefusedError
+from edge_runtime.fleet import Revision
 from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
@@ -35,7 +36,9 @@ from edge_runtime.ops.image import image_info
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
 from edge_runtime.pipelines.api import Pipeline, PipelineContext
 from edge_runtime.runtime.checkpointing import Checkpointer
+from edge_runtime.runtime.fleet_agent import FleetAgent
 from edge_runtime.runtime.lock import DataDirLock
+from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.slots import PipelineSlot
 from edge_runtime.runtime.wiring import default_uplink
 from edge_runtime.sources.queue import IngestQueue
@@ -66,15 +69,25 @@ class SiteRuntime:
         uplink_factory: UplinkFactory | None = None,
         source: MessageSource | None = None,
     ) -> None:
-        self.loaded = loaded
-        self.config = loaded.site
         self._source = source
         self.clock = clock or (ManualClock() if source is not None else SystemClock())
+        # the fleet agent: a persisted bundle's managed tables run over the local config
+        self.fleet = FleetAgent(self, loaded)
+        loaded = self.fleet.startup_config()
+        self.loaded = loaded
+        self.config = loaded.site
+        self.revision = site_revision(loaded)
         self.stats = RuntimeStats(started_at=self.clock.time())
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(StatsCollector(self.stats, self.config.site_id))
+        self.registry.register(self.fleet.collector())
         self.queue = IngestQueue(self.config.ingest.queue_size, self.config.ingest.overflow)
-        self.slots = [self._make_slot(p) for p in loaded.pipelines]
+        self.slots = [self.make_slot(p) for p in loaded.pipelines]
+        for slot in self.slots:
+            self.stats.pipeline_events[slot.name] = slot.pipeline.context.counters
+            self.stats.pipeline_gauges[slot.name] = slot.gauges
+        self._streams: dict[PipelineSlot, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
         self._routes: dict[str, tuple[PipelineSlot, ...]] = {}
         self._uplink_factory = uplink_factory or default_uplink
         self._stop = asyncio.Event()
@@ -101,32 +114,91 @@ class SiteRuntime:
         self.stats.gauges["uptime_seconds"] = lambda: self.clock.time() - self.stats.started_at
         self._refusal_logged: dict[str, float] = {}
 
-    def _make_slot(self, config: Any) -> PipelineSlot:
-        cls = self.loaded.registry[config.type]
+    def make_slot(self, config: Any, loaded: LoadedConfig | None = None) -> PipelineSlot:
+        """A new instance of the pipeline ``config`` names, in its slot (``loaded``: the
+        config it belongs to, when not the running one: a reload)."""
+        loaded = loaded or self.loaded
+        cls = loaded.registry[config.type]
         keys = KeyTable()  # shared by the decoder and the plugin (which restores into it)
         ctx = PipelineContext(
             site_id=self.config.site_id,
             pipeline=config.name,
             clock=self.clock,
-            base_dir=self.loaded.base_dir,
+            base_dir=loaded.base_dir,
             key_table=keys,
         )
+        # a pipeline that a reload replaces goes on counting where its predecessor stopped
+        ctx.counters = self.stats.pipeline_events.get(config.name, ctx.counters)
         pipeline = cls(config, ctx)
-        slot = PipelineSlot(
+        return PipelineSlot(
             pipeline,
             ReadingDecoder(config.decode, keys),
             stats=self.stats,
             error_limit=self.config.ops.pipeline_error_limit,
         )
-        self.stats.pipeline_events[config.name] = ctx.counters
-        self.stats.pipeline_gauges[config.name] = slot.gauges
-        return slot
+
+    def install(
+        self, loaded: LoadedConfig, slots: Sequence[PipelineSlot], revision: Revision
+    ) -> None:
+        """Make ``loaded`` with ``slots`` (one per pipeline, in its order) the running config,
+        whose revision is ``revision``; called by a reload under the emit lock, between
+        batches: every summary accepted from now on carries the new revision."""
+        self.loaded, self.config, self.revision = loaded, loaded.site, revision
+        if self.uplink is not None:
+            self.uplink.revise(loaded.config_hash, revision.id)
+        self.slots = list(slots)
+        self._routes.clear()
+        names = {slot.name for slot in self.slots}
+        for name in set(self.stats.pipeline_events) - names:
+            del self.stats.pipeline_events[name]
+            self.stats.pipeline_gauges.pop(name, None)
+            self.stats.pipelines_isolated.pop(name, None)
+        for slot in self.slots:
+            self.stats.pipeline_events[slot.name] = slot.pipeline.context.counters
+            self.stats.pipeline_gauges[slot.name] = slot.gauges
+            if slot.isolated is None:
+                self.stats.pipelines_isolated.pop(slot.name, None)
+        if self.checkpointer is not None:
+            self.checkpointer.set_pipelines([slot.pipeline for slot in self.slots])
+
+    def start_stream(self, slot: PipelineSlot) -> None:
+        """Run a stream plugin's stage as a task of the runtime's group."""
+        assert self._tg is not None, "the runtime is not running"
+        self._streams[slot] = self._tg.create_task(
+            slot.run_stream(functools.partial(self.submit, slot.name)),
+            name=f"stream-{slot.name}",
+        )
+
+    async def stop_stream(self, slot: PipelineSlot) -> None:
+        """Close a stream plugin's stage and wait until it has handed over what it held."""
+        await slot.call("close", slot.pipeline.close, always=True)
+        task = self._streams.pop(slot, None)
+        if task is not None:
+            await task
+
+    @property
+    def emit_lock(self) -> asyncio.Lock:
+        """Held while pipelines are called and their summaries appended (and by a reload)."""
+        return self._emit_lock
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stop(self) -> None:
+        await self._stop.wait()
 
     # -- public control ----------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask for a clean drain and shutdown (what SIGTERM/SIGINT do)."""
         self._stop.set()
+        self.fleet.wake()
+
+    def reload(self) -> None:
+        """Reload the local config file without a restart (what SIGHUP does); see
+        :mod:`edge_runtime.runtime.fleet_agent`."""
+        self.fleet.request_reload()
 
     async def wait_started(self) -> None:
         await self._started.wait()
@@ -162,6 +234,8 @@ class SiteRuntime:
             "version": __version__,
             "config_hash": self.loaded.config_hash,
             "image": image_info(),
+            "revision": self.revision.id,
+            "fleet": self.fleet.status(),
             "ready": self.ready()[0],
             "site_broker": self.site_link.state.value if self.site_link else "none",
             "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
@@ -183,7 +257,10 @@ class SiteRuntime:
                 uplink_broker,
                 client_id=uplink_broker.client_id or f"edge-{cfg.site_id}-uplink",
                 role="core",
-                subscriptions=cfg.uplink.ack_subscriptions(cfg.site_id),
+                subscriptions=[
+                    *cfg.uplink.ack_subscriptions(cfg.site_id),
+                    *self.fleet.subscriptions(),
+                ],
                 qos=1,
                 sink=self._from_core,
             )
@@ -232,14 +309,13 @@ class SiteRuntime:
                 ", ".join(s.name for s in self.slots),
             )
             async with asyncio.TaskGroup() as tg:
-                streams = [
-                    tg.create_task(
-                        slot.run_stream(functools.partial(self._submit, slot.name)),
-                        name=f"stream-{slot.name}",
-                    )
-                    for slot in self.slots
-                    if slot.pipeline.input_kind == "stream"
-                ]
+                self._tg = tg
+                for slot in self.slots:
+                    if slot.pipeline.input_kind == "stream":
+                        self.start_stream(slot)
+                fleet = None
+                if self._source is None:
+                    fleet = tg.create_task(self.fleet.run(), name="fleet-agent")
                 if self._source is None:
                     process = tg.create_task(self._process_loop(), name="pipelines")
                 else:
@@ -251,7 +327,9 @@ class SiteRuntime:
                     checkpoints = tg.create_task(self._checkpoint_loop(), name="checkpoints")
                 self._started.set()
                 await self._stop.wait()
-                await self._wind_down(process, streams, ticker, checkpoints)
+                if fleet is not None:
+                    await fleet  # a reload under way finishes (or stops its health wait)
+                await self._wind_down(process, ticker, checkpoints)
                 left = await self.uplink.drain(cfg.uplink.drain_timeout_s)
                 sender.cancel()
             log.info(
@@ -264,7 +342,6 @@ class SiteRuntime:
     async def _wind_down(
         self,
         process: asyncio.Task[None],
-        streams: Sequence[asyncio.Task[None]],
         ticker: asyncio.Task[None],
         checkpoints: asyncio.Task[None] | None,
     ) -> None:
@@ -277,7 +354,7 @@ class SiteRuntime:
         for slot in self.slots:
             if slot.pipeline.input_kind == "stream":
                 await slot.call("close", slot.pipeline.close, always=True)
-        for stream in streams:
+        for stream in list(self._streams.values()):
             await stream
         async with self._emit_lock:  # never between a tick's emission and its append
             ticker.cancel()
@@ -343,10 +420,9 @@ class SiteRuntime:
     async def _checkpoint_loop(self) -> None:
         checkpointer = self.checkpointer
         assert checkpointer is not None
-        interval = self.config.checkpoint.interval_s
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # the interval a reload may change
+                await asyncio.wait_for(self._stop.wait(), self.config.checkpoint.interval_s)
             if self._stop.is_set():
                 break
             try:
@@ -373,7 +449,10 @@ class SiteRuntime:
     # -- hot loop ----------------------------------------------------------------------------
 
     def _from_core(self, message: RawMessage) -> None:
-        """What the uplink link receives (the core's acknowledgements) goes to the uplink."""
+        """What the uplink link receives: the site's desired bundle goes to the fleet agent,
+        the core's acknowledgements to the uplink."""
+        if self.fleet.receive(message):
+            return
         if self.uplink is not None:
             self.uplink.receive(message)
 
@@ -390,19 +469,15 @@ class SiteRuntime:
         return slots
 
     async def _process_loop(self) -> None:
-        ingest = self.config.ingest
-        wait = ingest.batch_wait_ms / 1000.0
         checkpointer = self.checkpointer
-        lock = self._emit_lock
+        lock = self._emit_lock  # also keeps a reload from swapping pipelines mid-batch
         while True:
-            batch = await self.queue.get_batch(ingest.batch_max, wait)
+            ingest = self.config.ingest  # a reload may change the batch settings
+            batch = await self.queue.get_batch(ingest.batch_max, ingest.batch_wait_ms / 1000.0)
             if not batch:
                 break  # the queue was closed and is empty
-            if checkpointer is None:
-                await self._dispatch(batch)
-                continue
             async with lock:
-                await self._dispatch(checkpointer.admit(batch))
+                await self._dispatch(batch if checkpointer is None else checkpointer.admit(batch))
         self.stats.ingest_dropped["overflow"] = self.queue.dropped
 
     async def _source_loop(self, source: MessageSource) -> None:
@@ -491,7 +566,9 @@ class SiteRuntime:
             return
         out: Sequence[Summary] | None
         if pipeline.input_kind == "stream":
-            await slot.call("offer", functools.partial(slot.offer_all, messages))
+            if await slot.call("offer", functools.partial(slot.offer_all, messages)) is None:
+                return
+            slot.processed += len(messages)
             return
         if pipeline.input_kind == "messages":
             out = await slot.call(
@@ -520,7 +597,12 @@ class SiteRuntime:
         if out is None:
             self.stats.decode_errors[(slot.name, "plugin_error")] += len(messages)
             return
+        slot.processed += len(messages)
         await self._submit(slot.name, out)
+
+    async def submit(self, name: str, summaries: Sequence[Summary]) -> None:
+        """Hand pipeline ``name``'s summaries to the uplink (see :meth:`_submit`)."""
+        await self._submit(name, summaries)
 
     async def _submit(self, name: str, summaries: Sequence[Summary]) -> None:
         """Hand summaries to the uplink; a refusal (a full disk, a full or failed spool) is

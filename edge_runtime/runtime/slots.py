@@ -48,6 +48,7 @@ class PipelineSlot:
         self.error_limit = error_limit
         self.failures = 0  # failed calls in a row
         self.isolated: str | None = None  # why, once isolated
+        self.processed = 0  # messages its plugin took without raising (a reload's health)
 
     async def call(
         self, call: str, fn: Callable[[], T], *, blocking: bool = False, always: bool = False
@@ -75,10 +76,11 @@ class PipelineSlot:
             if self.isolated is None:
                 self.isolate(f"its stage stopped: {exc!r}")
 
-    def offer_all(self, messages: Sequence[RawMessage]) -> None:
+    def offer_all(self, messages: Sequence[RawMessage]) -> int:
         offer = self.pipeline.offer
         for message in messages:
             offer(message)
+        return len(messages)
 
     def gauges(self) -> dict[str, float]:
         """The plugin's gauges (at scrape time); an error is counted, not held against it."""

@@ -62,6 +62,7 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
             seq=seq,
             clock=clock,
             sealer=sealer,
+            site_revision=runtime.revision.id,
         )
     up = cfg.uplink
     spool = Spool(spool_config(runtime), data_dir=cfg.data_dir, clock=runtime.clock)
@@ -96,4 +97,5 @@ def default_uplink(runtime: SiteRuntime, link: MqttLink) -> Uplink:
         clock=clock,
         ack_topic=acks[0] if acks else None,
         identity=identity,
+        site_revision=runtime.revision.id,
     )

@@ -20,10 +20,16 @@ class Uplink(AbstractAsyncContextManager["Uplink", None], Protocol):
     when it refuses them (counted by reason). ``run`` sends until cancelled; ``drain`` is the
     shutdown step. ``receive`` takes what arrives on the uplink link's subscriptions (the core's
     acknowledgements); ``ready`` says whether summaries are getting through ("connected and
-    acknowledgements flowing"), with the reason, for ``/readyz``.
+    acknowledgements flowing"), with the reason, for ``/readyz``; ``revise`` gives it the
+    site's config hash and revision id after a reload.
     """
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None: ...
+
+    def revise(self, config_hash: str, site_revision: str) -> None:
+        """The site now runs another config (a reload): envelopes of summaries accepted from
+        now on carry this config hash and revision id."""
+        ...
 
     async def run(self) -> None: ...
 

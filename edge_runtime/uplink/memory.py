@@ -43,6 +43,7 @@ class MemoryUplink(Component):
         seq: SeqAllocator,
         clock: Clock,
         sealer: Sealer | None = None,
+        site_revision: str = "",
     ) -> None:
         self.config = config
         self.sealer = sealer
@@ -50,12 +51,17 @@ class MemoryUplink(Component):
         self.site_id = site_id
         self.version = version
         self.config_hash = config_hash
+        self.site_revision = site_revision
         self.seq = seq
         self.clock = clock
         self.topic = config.topic.format(site_id=site_id)
         self._queue: deque[Envelope] = deque()
         self._ready = asyncio.Event()
         self.counters: Counter[str] = Counter()
+
+    def revise(self, config_hash: str, site_revision: str) -> None:
+        """What the site runs changed (a reload): summaries accepted from now on say so."""
+        self.config_hash, self.site_revision = config_hash, site_revision
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None:
         """Accept summaries for sending (never waits; overflow drops the oldest, counted)."""
@@ -73,6 +79,7 @@ class MemoryUplink(Component):
                     version=self.version,
                     config_hash=self.config_hash,
                     replayed=replayed,
+                    site_revision=self.site_revision,
                 )
             )
         self.counters["accepted"] += len(summaries)

@@ -53,6 +53,7 @@ class SpooledUplink(Component):
         clock: Clock,
         ack_topic: str | None = None,
         identity: SiteIdentity | None = None,
+        site_revision: str = "",
     ) -> None:
         self.spool = spool
         self.sender = sender
@@ -60,6 +61,7 @@ class SpooledUplink(Component):
         self.site_id = site_id
         self.version = version
         self.config_hash = config_hash
+        self.site_revision = site_revision
         self.clock = clock
         self.refused: Counter[str] = Counter()  # summaries refused, by reason
         self.ack_topic = ack_topic
@@ -72,6 +74,10 @@ class SpooledUplink(Component):
 
     async def close(self) -> None:
         await self.spool.close()
+
+    def revise(self, config_hash: str, site_revision: str) -> None:
+        """What the site runs changed (a reload): summaries accepted from now on say so."""
+        self.config_hash, self.site_revision = config_hash, site_revision
 
     async def submit(self, summaries: Sequence[Summary], *, replayed: bool = False) -> None:
         """Return once ``summaries`` are durable in the spool; raise
@@ -86,6 +92,7 @@ class SpooledUplink(Component):
             version=self.version,
             config_hash=self.config_hash,
             replayed=replayed,
+            site_revision=self.site_revision,
         )
         try:
             await self.spool.append_summaries(summaries, wrap)

@@ -45,6 +45,7 @@ class SiteWrap:
     version: str
     config_hash: str
     replayed: bool = False
+    site_revision: str = ""
 
     @property
     def namespace(self) -> str:
@@ -59,6 +60,7 @@ class SiteWrap:
             version=self.version,
             config_hash=self.config_hash,
             replayed=self.replayed,
+            site_revision=self.site_revision,
         )
 
 
@@ -115,32 +117,35 @@ def encode_rows(
                 item.backlog,
                 item.id,
             )
+            site_revision = item.site_revision
         else:
             site, created_at, version = wrap.site, wrap.created_at, wrap.version
             config_hash, replayed, backlog = wrap.config_hash, wrap.replayed, False
+            site_revision = wrap.site_revision
             eid = envelope_id(site, item, namespace=wrap.namespace)
         attrs = item.attrs
-        payload: bytes = pack(
-            {
-                "schema": ENVELOPE_SCHEMA,
-                "id": eid,
-                "site": site,
-                "seq": seq,
-                "pipeline": item.pipeline,
-                "key": item.key,
-                "window_start": item.window_start,
-                "window_end": item.window_end,
-                "stats": finite_stats(item.stats),
-                "kind": item.kind,
-                "revision": item.revision,
-                "created_at": created_at,
-                "version": version,
-                "config_hash": config_hash,
-                "replayed": replayed,
-                "attrs": attrs if attrs.__class__ is dict else dict(attrs),
-                "backlog": backlog,
-            }
-        )
+        doc = {
+            "schema": ENVELOPE_SCHEMA,
+            "id": eid,
+            "site": site,
+            "seq": seq,
+            "pipeline": item.pipeline,
+            "key": item.key,
+            "window_start": item.window_start,
+            "window_end": item.window_end,
+            "stats": finite_stats(item.stats),
+            "kind": item.kind,
+            "revision": item.revision,
+            "created_at": created_at,
+            "version": version,
+            "config_hash": config_hash,
+            "replayed": replayed,
+            "attrs": attrs if attrs.__class__ is dict else dict(attrs),
+        }
+        if site_revision:  # left out while empty, as in Envelope.to_dict
+            doc["site_revision"] = site_revision
+        doc["backlog"] = backlog  # last: flag_backlog rewrites the final byte
+        payload: bytes = pack(doc)
         cls = _class_of(item.kind, backlog, attrs, fixed)
         rows.append(
             (

@@ -112,8 +112,10 @@ def encode_payload(envelope: Envelope, seq: int) -> bytes:
         "config_hash": envelope.config_hash,
         "replayed": envelope.replayed,
         "attrs": attrs if attrs.__class__ is dict else dict(attrs),
-        "backlog": envelope.backlog,
     }
+    if envelope.site_revision:  # left out while empty, as in Envelope.to_dict
+        doc["site_revision"] = envelope.site_revision
+    doc["backlog"] = envelope.backlog  # last: flag_backlog rewrites the final byte
     return msgpack.packb(doc, use_bin_type=True)
 
 

@@ -1,0 +1,582 @@
+"""The site's side of the fleet: desired bundles in, signed heartbeats out, local reloads.
+
+With ``[fleet]`` the site subscribes (QoS 1, on its uplink connection to the core broker) to
+its retained desired topic ``edge/fleet/site/<site>/desired``. A bundle that arrives is
+
+1. verified with the operator key pinned at provisioning (``operator.pub``);
+2. checked: the site's group, a serial above every one seen (an older signed bundle replayed
+   cannot downgrade the site; a bundle seen before, e.g. the retained copy again after a
+   reconnect, is ignored), the exact runtime version, the sha256 of every model file it names;
+3. laid over the local config (its managed tables replace the local ones) and validated by
+   the normal loader; a change only a restart can apply is refused too;
+4. applied without a restart (:mod:`edge_runtime.runtime.reload`), then given
+   ``health_timeout_s`` to be healthy, or rolled back to what ran before.
+
+Every step that fails refuses the bundle with a reason (``last_outcome`` = ``refused``,
+``last_reason`` = ``<code>: <detail>``): ``bad_signature``, ``malformed_sealed``,
+``wrong_kind``, ``malformed_bundle``, ``wrong_group``, ``stale_serial``, ``runtime_version``,
+``model_missing``, ``model_hash``, ``bad_config``, ``needs_restart``. An applied bundle is kept
+in ``<data_dir>/fleet/bundle.sealed`` (the operator's sealed bytes) and verified again at
+every start, so a restarted site runs the bundle's config and serial;
+``<data_dir>/fleet/state.json`` keeps the last serial and outcome.
+
+SIGHUP reloads the local config file the same way (a bundle's tables still win over it). Under
+fleet management a local change of the managed tables after a bundle was applied is reported
+as drift. Reloads run one at a time, in this agent's loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from edge_runtime import __version__
+from edge_runtime.config.loader import LoadedConfig, load_config, overlay_config
+from edge_runtime.errors import ConfigError, DecodeError, EdgeRuntimeError, TransportError
+from edge_runtime.fleet import Bundle, Heartbeat, Outcome, desired_topic, heartbeat_topic
+from edge_runtime.fleet.bundle import MANAGED_KEYS, managed_hash, open_bundle
+from edge_runtime.identity import Sealer, load_identity, load_public_key
+from edge_runtime.runtime.reload import Handover, apply_config, restart_only, wait_healthy
+from edge_runtime.runtime.revision import model_hashes
+from edge_runtime.types import RawMessage
+
+if TYPE_CHECKING:  # the runtime makes its agent with itself; no import at run time
+    from edge_runtime.runtime.site import SiteRuntime
+
+__all__ = ["BundleRefused", "FleetAgent"]
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILE = "bundle.sealed"
+STATE_FILE = "state.json"
+_LOCAL_HEALTH_TIMEOUT_S = 30.0  # SIGHUP without [fleet]
+_IGNORED_REASONS = frozenset({"plugin_error", "pipeline_isolated"})  # not input set aside
+
+
+class BundleRefused(EdgeRuntimeError):
+    """A bundle (or a local reload) was refused; ``reason`` is the short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(f"{reason}: {message}")
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` durably (temporary file, fsync, rename, fsync dir)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FleetAgent:
+    """See the module docstring. Made by the runtime before anything else (so that a
+    persisted bundle's config is the one the runtime starts with); :meth:`run` is one of the
+    runtime's tasks."""
+
+    def __init__(self, runtime: SiteRuntime, local: LoadedConfig) -> None:
+        self.runtime = runtime
+        self.local = local
+        self.fleet = local.site.fleet
+        self.site_id = local.site.site_id
+        self.dir = local.site.data_dir / "fleet"
+        self.operator: Ed25519PublicKey | None = None
+        self.sealer: Sealer | None = None
+        identity = local.site.identity
+        if self.fleet is not None and identity is not None:
+            self.operator = load_public_key(identity.dir / "operator.pub")
+            self.sealer = load_identity(identity.dir, self.site_id).sealer
+        self.bundle: Bundle | None = None
+        self.last_serial = 0
+        self.last_outcome: Outcome | None = None
+        self.last_reason = ""
+        self.local_hash_at_bundle: str | None = None
+        self.drift: tuple[str, ...] = ()
+        self.last_reload: dict[str, Any] = {}
+        self.reloads: Counter[tuple[str, str]] = Counter()
+        self.heartbeats: Counter[str] = Counter()
+        self._pending: bytes | None = None
+        self._hup = False
+        self._wake = asyncio.Event()
+        self._beat = asyncio.Event()
+        self._started = time.monotonic()
+
+    # -- start -------------------------------------------------------------------------------
+
+    @property
+    def running_serial(self) -> int:
+        return self.bundle.serial if self.bundle is not None else 0
+
+    def startup_config(self) -> LoadedConfig:
+        """The config to start with: the local one, or a persisted bundle's over it."""
+        if self.fleet is None:
+            return self.local
+        self._read_state()
+        path = self.dir / BUNDLE_FILE
+        try:
+            payload = path.read_bytes()
+        except FileNotFoundError:
+            return self.local
+        except OSError as exc:
+            self._note("refused", f"persisted_bundle: {path} cannot be read: {exc.strerror}")
+            return self.local
+        try:
+            bundle = self._open(payload)
+            loaded = self._check(bundle)
+        except BundleRefused as exc:
+            log.error(
+                "the persisted bundle %s is refused (%s); running the local config", path, exc
+            )
+            self._note("refused", f"persisted bundle: {exc}")
+            self.reloads[("startup", "refused")] += 1
+            return self.local
+        self.bundle = bundle
+        if self.local_hash_at_bundle is None:
+            self.local_hash_at_bundle = managed_hash(self.local.raw)
+        self._update_drift()
+        log.info(
+            "running bundle %d for group %s (persisted in %s)", bundle.serial, bundle.group, path
+        )
+        self.reloads[("startup", "applied")] += 1
+        return loaded
+
+    def _read_state(self) -> None:
+        try:
+            doc = orjson.loads((self.dir / STATE_FILE).read_bytes())
+            self.last_serial = int(doc.get("last_serial", 0))
+            outcome = doc.get("last_outcome")
+            self.last_outcome = (
+                outcome if outcome in ("applied", "refused", "rolled_back") else None
+            )
+            self.last_reason = str(doc.get("last_reason", ""))
+            local_hash = doc.get("local_hash_at_bundle")
+            self.local_hash_at_bundle = str(local_hash) if local_hash else None
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, TypeError, AttributeError) as exc:
+            log.warning("%s unreadable (%s); starting without it", self.dir / STATE_FILE, exc)
+
+    def _state_bytes(self) -> bytes:
+        return orjson.dumps(
+            {
+                "last_serial": self.last_serial,
+                "last_outcome": self.last_outcome,
+                "last_reason": self.last_reason,
+                "running_serial": self.running_serial,
+                "local_hash_at_bundle": self.local_hash_at_bundle,
+            },
+            option=orjson.OPT_INDENT_2,
+        )
+
+    async def _save_state(self, bundle_payload: bytes | None = None) -> None:
+        state = self._state_bytes()
+
+        def write() -> None:
+            if bundle_payload is not None:
+                _write_atomic(self.dir / BUNDLE_FILE, bundle_payload)
+            _write_atomic(self.dir / STATE_FILE, state)
+
+        try:
+            await asyncio.to_thread(write)
+        except OSError as exc:
+            log.error("fleet state could not be written to %s: %s", self.dir, exc)
+
+    # -- inputs ------------------------------------------------------------------------------
+
+    def subscriptions(self) -> list[str]:
+        """What the uplink link subscribes to for the agent (QoS 1)."""
+        return [desired_topic(self.site_id)] if self.fleet is not None else []
+
+    def receive(self, message: RawMessage) -> bool:
+        """A message on the uplink link: True when it was the site's desired bundle."""
+        if self.fleet is None or message.topic != desired_topic(self.site_id):
+            return False
+        if message.payload:  # an empty retained message clears the topic: nothing to do
+            self._pending = message.payload  # only the newest counts
+            self._wake.set()
+        return True
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the local config file (in the agent's loop)."""
+        self._hup = True
+        self._wake.set()
+
+    def wake(self) -> None:
+        """The runtime is stopping: end the loops."""
+        self._wake.set()
+        self._beat.set()
+
+    # -- the loops ---------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            if self.fleet is not None and self.sealer is not None:
+                tg.create_task(self._heartbeats(), name="fleet-heartbeats")
+            while not self.runtime.stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                if self.runtime.stopping:
+                    break
+                if self._hup:
+                    self._hup = False
+                    await self._reload_local()
+                payload, self._pending = self._pending, None
+                if payload is not None and not self.runtime.stopping:
+                    await self._take_bundle(payload)
+
+    async def _heartbeats(self) -> None:
+        while not self.runtime.stopping:
+            self._beat.clear()
+            await self._send_heartbeat()
+            with contextlib.suppress(TimeoutError):  # the interval a reload may change
+                await asyncio.wait_for(self._beat.wait(), self.fleet_interval())
+
+    def fleet_interval(self) -> float:
+        fleet = self.runtime.config.fleet or self.fleet
+        assert fleet is not None
+        return fleet.heartbeat_interval_s
+
+    async def _send_heartbeat(self) -> None:
+        link = self.runtime.uplink_link
+        assert self.sealer is not None
+        if link is None or not link.is_up:
+            self.heartbeats["skipped_link_down"] += 1
+            return
+        payload = self.heartbeat().seal(self.sealer)
+        try:
+            await link.publish(heartbeat_topic(self.site_id), payload, qos=1, timeout=10.0)
+        except TransportError as exc:
+            self.heartbeats["failed"] += 1
+            log.debug("heartbeat not sent: %s", exc)
+            return
+        self.heartbeats["sent"] += 1
+
+    def heartbeat(self) -> Heartbeat:
+        runtime, stats = self.runtime, self.runtime.stats
+        fleet = runtime.config.fleet or self.fleet
+        assert fleet is not None
+        backlog = 0
+        if runtime.uplink is not None:
+            backlog = int(runtime.uplink.stats().get("pending", 0))
+        rejected = sum(stats.ingest_dropped.values()) + sum(
+            n for (_, reason), n in stats.decode_errors.items() if reason not in _IGNORED_REASONS
+        )
+        return Heartbeat(
+            site=self.site_id,
+            group=fleet.group,
+            revision=runtime.revision,
+            managed_hash=managed_hash(runtime.loaded.raw),
+            running_serial=self.running_serial,
+            last_serial=self.last_serial,
+            last_outcome=self.last_outcome,
+            last_reason=self.last_reason,
+            drift=self.drift,
+            ready=runtime.ready()[0],
+            backlog=backlog,
+            rejected=rejected,
+            uptime_s=round(time.monotonic() - self._started, 3),
+            interval_s=fleet.heartbeat_interval_s,
+            extra={"last_reload": dict(self.last_reload)},
+        )
+
+    # -- bundles -----------------------------------------------------------------------------
+
+    def _open(self, payload: bytes) -> Bundle:
+        assert self.operator is not None
+        try:
+            return open_bundle(payload, self.operator)
+        except DecodeError as exc:
+            raise BundleRefused(exc.reason, str(exc).removeprefix(f"{exc.reason}: ")) from exc
+
+    def _check(self, bundle: Bundle) -> LoadedConfig:
+        """Group, runtime version, config and model files of a verified bundle; the config
+        it makes with the local one. Raises :class:`BundleRefused`. Blocking (model files)."""
+        assert self.fleet is not None
+        if bundle.group != self.fleet.group:
+            raise BundleRefused(
+                "wrong_group",
+                f"the bundle is for group {bundle.group!r}, this site is in {self.fleet.group!r}",
+            )
+        if bundle.runtime_version != __version__:
+            raise BundleRefused(
+                "runtime_version",
+                f"the bundle needs runtime {bundle.runtime_version}, this site runs {__version__}",
+            )
+        try:
+            doc = bundle.document()
+        except DecodeError as exc:
+            raise BundleRefused("bad_config", str(exc).removeprefix("bad_config: ")) from exc
+        loaded = self._overlay(self.local, bundle, doc)
+        have = model_hashes(loaded)
+        for name, want in sorted(bundle.models.items()):
+            got = have.get(name)
+            if got is None:
+                raise BundleRefused(
+                    "model_missing", f"model {name}: no pipeline of the bundle's config loads it"
+                )
+            if got != want:
+                raise BundleRefused(
+                    "model_hash",
+                    f"model {name}: the local file's sha256 is {got}, the bundle wants {want}",
+                )
+        return loaded
+
+    @staticmethod
+    def _overlay(local: LoadedConfig, bundle: Bundle, doc: dict[str, Any]) -> LoadedConfig:
+        try:
+            return overlay_config(
+                local,
+                doc,
+                keys=MANAGED_KEYS,
+                source=f"bundle {bundle.serial} for group {bundle.group}",
+            )
+        except ConfigError as exc:
+            raise BundleRefused("bad_config", str(exc)) from exc
+
+    async def _take_bundle(self, payload: bytes) -> None:
+        try:
+            bundle = self._open(payload)
+        except BundleRefused as exc:
+            await self._refused("bundle", None, exc)
+            return
+        seen = max(self.running_serial, self.last_serial)
+        if bundle.serial in (self.running_serial, self.last_serial):
+            log.debug("bundle %d seen before; ignored", bundle.serial)
+            return
+        if bundle.serial < seen:
+            await self._refused(
+                "bundle",
+                None,
+                BundleRefused(
+                    "stale_serial",
+                    f"serial {bundle.serial} is not above {seen}, the newest seen (an old "
+                    "bundle replayed, or a downgrade: the operator signs a new serial for a "
+                    "rollback)",
+                ),
+            )
+            return
+        self.last_serial = bundle.serial
+        self._note("applying", f"bundle {bundle.serial}")
+        try:
+            new = await asyncio.to_thread(self._check, bundle)
+            self._check_restart(new)
+        except BundleRefused as exc:
+            await self._refused("bundle", bundle, exc)
+            return
+        outcome = await self._switch(
+            "bundle", new, bundle.health_timeout_s, f"bundle {bundle.serial}"
+        )
+        if outcome == "applied":
+            self.bundle = bundle
+            self.local_hash_at_bundle = managed_hash(self.local.raw)
+            self._update_drift()
+            await self._save_state(payload)
+        elif outcome == "rolled_back":
+            await self._save_state()
+        # "applying": the site stopped during the health wait; nothing is kept, so the next
+        # start runs what ran before and takes the (retained) bundle again
+
+    def _check_restart(self, new: LoadedConfig) -> None:
+        fields = restart_only(self.runtime.loaded, new)
+        if fields:
+            raise BundleRefused(
+                "needs_restart",
+                f"{', '.join(fields)} change only at a restart; restart the site to apply them",
+            )
+
+    async def _refused(self, source: str, bundle: Bundle | None, exc: BundleRefused) -> None:
+        what = f"bundle {bundle.serial}" if bundle is not None else "a bundle"
+        if source == "sighup":
+            what = f"the config file {self.local.source}"
+        log.error(
+            "%s refused; the site keeps running revision %s: %s",
+            what,
+            self.runtime.revision.id,
+            exc,
+        )
+        self.reloads[(source, "refused")] += 1
+        self.last_reload = {"source": source, "outcome": "refused", "reason": str(exc)}
+        if source == "bundle":
+            self._note("refused", str(exc))
+            await self._save_state()
+
+    async def _switch(self, source: str, new: LoadedConfig, timeout: float, what: str) -> Outcome:
+        """Apply ``new``, wait for health, roll back if it does not come; the outcome."""
+        runtime = self.runtime
+        previous = runtime.loaded
+        handover = await apply_config(runtime, new)
+        log.info(
+            "%s applied without a restart (revision %s): %s; waiting up to %g s for health",
+            what,
+            runtime.revision.id,
+            handover.summary(),
+            timeout,
+        )
+        healthy, why = await wait_healthy(runtime, handover.watched, timeout)
+        if healthy is None:
+            self._record(source, "applying", f"{what}: {why}", handover)
+            return "applying"
+        if healthy:
+            self._record(source, "applied", f"{what}: {why}", handover)
+            return "applied"
+        back = await apply_config(runtime, previous)
+        reason = f"{what}: {why}; rolled back to revision {runtime.revision.id}"
+        log.error("%s rolled back: %s (%s)", what, why, back.summary())
+        self._record(source, "rolled_back", reason, handover, back)
+        return "rolled_back"
+
+    def _record(
+        self,
+        source: str,
+        outcome: Outcome,
+        reason: str,
+        handover: Handover,
+        back: Handover | None = None,
+    ) -> None:
+        self.reloads[(source, outcome)] += 1
+        self.last_reload = {
+            "source": source,
+            "outcome": outcome,
+            "reason": reason,
+            "handover": handover.to_dict(),
+            **({"rollback": back.to_dict()} if back is not None else {}),
+        }
+        if outcome == "applied":
+            log.info("%s", reason)
+        if source == "bundle":
+            self._note(outcome, reason)
+        else:
+            self._beat.set()
+
+    def _note(self, outcome: Outcome, reason: str) -> None:
+        changed = (outcome, reason) != (self.last_outcome, self.last_reason)
+        self.last_outcome, self.last_reason = outcome, reason
+        if changed:
+            self._beat.set()
+
+    # -- SIGHUP ------------------------------------------------------------------------------
+
+    async def _reload_local(self) -> None:
+        source = self.local.source
+        log.info("SIGHUP: reloading %s", source)
+        try:
+            fresh = await asyncio.to_thread(load_config, source, self.local.registry)
+            new = fresh
+            if self.bundle is not None:
+                new = self._overlay(fresh, self.bundle, self.bundle.document())
+            self._check_restart(new)
+        except (ConfigError, BundleRefused) as exc:
+            refusal = (
+                exc if isinstance(exc, BundleRefused) else BundleRefused("bad_config", str(exc))
+            )
+            await self._refused("sighup", None, refusal)
+            return
+        previous_local = self.local
+        self.local = fresh
+        self._update_drift()
+        if new.config_hash == self.runtime.loaded.config_hash:
+            why = "nothing to change in the running config"
+            if self.drift:
+                why += f"; drift: {'; '.join(self.drift)}"
+            log.info("SIGHUP: %s", why)
+            self.reloads[("sighup", "unchanged")] += 1
+            self.last_reload = {"source": "sighup", "outcome": "unchanged", "reason": why}
+            self._beat.set()
+            return
+        fleet = new.site.fleet or self.fleet
+        health = fleet.health_timeout_s if fleet is not None else _LOCAL_HEALTH_TIMEOUT_S
+        outcome = await self._switch("sighup", new, health, f"config file {source}")
+        if outcome == "rolled_back":
+            self.local = previous_local
+            self._update_drift()
+
+    # -- drift and reports -------------------------------------------------------------------
+
+    def _update_drift(self) -> None:
+        causes: list[str] = []
+        bundle = self.bundle
+        local_hash = managed_hash(self.local.raw)
+        if bundle is not None and local_hash != (self.local_hash_at_bundle or local_hash):
+            doc = bundle.document()
+            keys = [k for k in MANAGED_KEYS if self.local.raw.get(k) != doc.get(k)]
+            causes.append(
+                f"local_config: {self.local.source} changed its managed tables "
+                f"({', '.join(keys) or 'none differ from the bundle'}) after bundle "
+                f"{bundle.serial}; the bundle's tables run"
+            )
+        if tuple(causes) != self.drift:
+            self.drift = tuple(causes)
+            for cause in causes:
+                log.warning("drift: %s", cause)
+            self._beat.set()
+
+    def status(self) -> dict[str, Any]:
+        runtime = self.runtime
+        return {
+            "enabled": self.fleet is not None,
+            "group": self.fleet.group if self.fleet is not None else None,
+            "revision": {"id": runtime.revision.id, **runtime.revision.to_dict()},
+            "managed_hash": managed_hash(runtime.loaded.raw),
+            "running_serial": self.running_serial,
+            "last_serial": self.last_serial,
+            "last_outcome": self.last_outcome,
+            "last_reason": self.last_reason,
+            "drift": list(self.drift),
+            "last_reload": self.last_reload,
+            "reloads": {f"{s}:{o}": n for (s, o), n in sorted(self.reloads.items())},
+            "heartbeats": dict(self.heartbeats),
+        }
+
+    def collector(self) -> Collector:
+        return _FleetCollector(self)
+
+
+class _FleetCollector(Collector):
+    def __init__(self, agent: FleetAgent) -> None:
+        self.agent = agent
+
+    def collect(self) -> Iterator[Metric]:
+        agent = self.agent
+        c = CounterMetricFamily(
+            "edge_reloads",
+            "Config reloads by source (bundle, sighup, startup) and outcome (applied, refused, "
+            "rolled_back, unchanged).",
+            labels=["source", "outcome"],
+        )
+        for (source, outcome), n in sorted(agent.reloads.items()):
+            c.add_metric([source, outcome], n)
+        yield c
+        g = GaugeMetricFamily("edge_fleet_running_serial", "Serial of the bundle the site runs.")
+        g.add_metric([], float(agent.running_serial))
+        yield g
+        g = GaugeMetricFamily("edge_fleet_drift", "Drift causes the site sees itself.")
+        g.add_metric([], float(len(agent.drift)))
+        yield g
+        c = CounterMetricFamily(
+            "edge_fleet_heartbeats",
+            "Heartbeats by result (sent, failed, skipped_link_down).",
+            labels=["result"],
+        )
+        for result, n in sorted(agent.heartbeats.items()):
+            c.add_metric([result], n)
+        yield c
