@@ -65,7 +65,7 @@ def test_a_bundle_sets_every_managed_table_and_nothing_else(tmp_path: Path) -> N
     assert managed_hash(merged.raw) == managed_hash(doc)
     assert restart_only(local, merged) == []  # batch settings and pipelines apply live
     moved = overlay_config(
-        local, {**doc, "checkpoint": {"enabled": True}}, keys=MANAGED_KEYS, source="bundle 2"
+        local, {**doc, "checkpoint": {"enabled": False}}, keys=MANAGED_KEYS, source="bundle 2"
     )
     assert restart_only(local, moved) == ["checkpoint.enabled"]
     with pytest.raises(ConfigError, match="bundle 3"):
