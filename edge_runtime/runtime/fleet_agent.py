@@ -30,14 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -48,6 +45,7 @@ from edge_runtime.errors import ConfigError, DecodeError, EdgeRuntimeError, Tran
 from edge_runtime.fleet import Bundle, Heartbeat, Outcome, desired_topic, heartbeat_topic
 from edge_runtime.fleet.bundle import MANAGED_KEYS, managed_hash, open_bundle
 from edge_runtime.identity import Sealer, load_identity, load_public_key
+from edge_runtime.runtime.fleet_store import FleetStore
 from edge_runtime.runtime.reload import Handover, apply_config, restart_only, wait_healthy
 from edge_runtime.runtime.revision import model_hashes
 from edge_runtime.types import RawMessage
@@ -59,9 +57,8 @@ __all__ = ["BundleRefused", "FleetAgent"]
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILE = "bundle.sealed"
-STATE_FILE = "state.json"
 _LOCAL_HEALTH_TIMEOUT_S = 30.0  # SIGHUP without [fleet]
+_LINK_DOWN_RETRY_S = 0.5  # a heartbeat due while the core broker link is down waits this long
 _IGNORED_REASONS = frozenset({"plugin_error", "pipeline_isolated"})  # not input set aside
 
 
@@ -71,22 +68,6 @@ class BundleRefused(EdgeRuntimeError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(f"{reason}: {message}")
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` durably (temporary file, fsync, rename, fsync dir)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class FleetAgent:
@@ -99,7 +80,7 @@ class FleetAgent:
         self.local = local
         self.fleet = local.site.fleet
         self.site_id = local.site.site_id
-        self.dir = local.site.data_dir / "fleet"
+        self.store = FleetStore(local.site.data_dir)
         self.operator: Ed25519PublicKey | None = None
         self.sealer: Sealer | None = None
         identity = local.site.identity
@@ -132,13 +113,13 @@ class FleetAgent:
         if self.fleet is None:
             return self.local
         self._read_state()
-        path = self.dir / BUNDLE_FILE
+        path = self.store.bundle_path
         try:
-            payload = path.read_bytes()
-        except FileNotFoundError:
-            return self.local
+            payload = self.store.read_bundle()
         except OSError as exc:
-            self._note("refused", f"persisted_bundle: {path} cannot be read: {exc.strerror}")
+            self._note("refused", f"persisted bundle: {path} cannot be read: {exc.strerror}")
+            return self.local
+        if payload is None:
             return self.local
         try:
             bundle = self._open(payload)
@@ -161,45 +142,29 @@ class FleetAgent:
         return loaded
 
     def _read_state(self) -> None:
-        try:
-            doc = orjson.loads((self.dir / STATE_FILE).read_bytes())
-            self.last_serial = int(doc.get("last_serial", 0))
-            outcome = doc.get("last_outcome")
-            self.last_outcome = (
-                outcome if outcome in ("applied", "refused", "rolled_back") else None
-            )
-            self.last_reason = str(doc.get("last_reason", ""))
-            local_hash = doc.get("local_hash_at_bundle")
-            self.local_hash_at_bundle = str(local_hash) if local_hash else None
-        except FileNotFoundError:
-            return
-        except (OSError, ValueError, TypeError, AttributeError) as exc:
-            log.warning("%s unreadable (%s); starting without it", self.dir / STATE_FILE, exc)
-
-    def _state_bytes(self) -> bytes:
-        return orjson.dumps(
-            {
-                "last_serial": self.last_serial,
-                "last_outcome": self.last_outcome,
-                "last_reason": self.last_reason,
-                "running_serial": self.running_serial,
-                "local_hash_at_bundle": self.local_hash_at_bundle,
-            },
-            option=orjson.OPT_INDENT_2,
+        doc = self.store.read_state()
+        serial, outcome, local_hash = (
+            doc.get("last_serial"),
+            doc.get("last_outcome"),
+            doc.get("local_hash_at_bundle"),
         )
+        self.last_serial = serial if isinstance(serial, int) else 0
+        self.last_outcome = outcome if outcome in ("applied", "refused", "rolled_back") else None
+        self.last_reason = str(doc.get("last_reason", ""))
+        self.local_hash_at_bundle = local_hash if isinstance(local_hash, str) else None
 
     async def _save_state(self, bundle_payload: bytes | None = None) -> None:
-        state = self._state_bytes()
-
-        def write() -> None:
-            if bundle_payload is not None:
-                _write_atomic(self.dir / BUNDLE_FILE, bundle_payload)
-            _write_atomic(self.dir / STATE_FILE, state)
-
+        state = {
+            "last_serial": self.last_serial,
+            "last_outcome": self.last_outcome,
+            "last_reason": self.last_reason,
+            "running_serial": self.running_serial,
+            "local_hash_at_bundle": self.local_hash_at_bundle,
+        }
         try:
-            await asyncio.to_thread(write)
+            await asyncio.to_thread(self.store.write, state, bundle_payload)
         except OSError as exc:
-            log.error("fleet state could not be written to %s: %s", self.dir, exc)
+            log.error("fleet state could not be written to %s: %s", self.store.dir, exc)
 
     # -- inputs ------------------------------------------------------------------------------
 
@@ -247,29 +212,32 @@ class FleetAgent:
     async def _heartbeats(self) -> None:
         while not self.runtime.stopping:
             self._beat.clear()
-            await self._send_heartbeat()
-            with contextlib.suppress(TimeoutError):  # the interval a reload may change
-                await asyncio.wait_for(self._beat.wait(), self.fleet_interval())
+            interval = self.fleet_interval()  # a reload may change it
+            if not await self._send_heartbeat():  # the link is down: the first once it is up
+                interval = min(interval, _LINK_DOWN_RETRY_S)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._beat.wait(), interval)
 
     def fleet_interval(self) -> float:
         fleet = self.runtime.config.fleet or self.fleet
         assert fleet is not None
         return fleet.heartbeat_interval_s
 
-    async def _send_heartbeat(self) -> None:
+    async def _send_heartbeat(self) -> bool:
+        """Publish one heartbeat (QoS 1); False when the link to the core broker is down."""
         link = self.runtime.uplink_link
         assert self.sealer is not None
         if link is None or not link.is_up:
-            self.heartbeats["skipped_link_down"] += 1
-            return
+            return False
         payload = self.heartbeat().seal(self.sealer)
         try:
             await link.publish(heartbeat_topic(self.site_id), payload, qos=1, timeout=10.0)
         except TransportError as exc:
             self.heartbeats["failed"] += 1
             log.debug("heartbeat not sent: %s", exc)
-            return
+            return False
         self.heartbeats["sent"] += 1
+        return True
 
     def heartbeat(self) -> Heartbeat:
         runtime, stats = self.runtime, self.runtime.stats
@@ -574,7 +542,7 @@ class _FleetCollector(Collector):
         yield g
         c = CounterMetricFamily(
             "edge_fleet_heartbeats",
-            "Heartbeats by result (sent, failed, skipped_link_down).",
+            "Heartbeats by result (sent, failed).",
             labels=["result"],
         )
         for result, n in sorted(agent.heartbeats.items()):

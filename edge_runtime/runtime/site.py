@@ -185,9 +185,6 @@ class SiteRuntime:
     def stopping(self) -> bool:
         return self._stop.is_set()
 
-    async def wait_stop(self) -> None:
-        await self._stop.wait()
-
     # -- public control ----------------------------------------------------------------------
 
     def stop(self) -> None:

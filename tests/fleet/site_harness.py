@@ -79,7 +79,7 @@ dir = "{identity}"
 [fleet]
 group = "{GROUP}"
 heartbeat_interval_s = 0.5
-health_timeout_s = 15
+health_timeout_s = 60
 
 [site_broker]
 port = {site_port}

@@ -193,6 +193,7 @@ async def test_bad_bundles_are_refused_and_the_site_runs_on(
                 ("bad_config", bundle("[site_broker]\nport = 1\n" + good), site.operator),
                 ("runtime_version", bundle(good, runtime_version="0.0.1"), site.operator),
                 ("wrong_group", bundle(good, group="harbour"), site.operator),
+                ("model_missing", bundle(good, models={"det.onnx": "00" * 32}), site.operator),
             ]
             newest = 0
             for reason, wanted, key in cases:
@@ -379,6 +380,7 @@ async def test_sighup_reload_drift_and_restart_with_the_persisted_bundle(
         ["raw"],
         ["extra"],
     )
+    assert list(handover["flushed"]) == ["extra"]  # removed: its open windows went out
     # raw's windows changed size: its open windows cannot be handed over, and it says so
     assert len(handover["dropped"]) == 1
     assert "window geometry changed" in handover["dropped"][0]
