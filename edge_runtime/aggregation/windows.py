@@ -20,28 +20,28 @@ after its end) is recomputed and re-emitted as a ``"correction"`` with the next 
 
 from __future__ import annotations
 
-import io
-import json
 import math
 from collections.abc import Callable, Iterable
 from operator import attrgetter
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
+from edge_runtime.aggregation.buffers import (
+    FloatArray,
+    KeyArray,
+    SlotArray,
+    SlotBuffer,
+    WindowBook,
+)
 from edge_runtime.aggregation.spec import WindowSpec
 from edge_runtime.aggregation.stats import PERCENTILES, grouped_stats
+from edge_runtime.aggregation.window_state import WindowState, decode_state, encode_state
 from edge_runtime.types import ReadingBatch, Summary
 
 __all__ = ["CountFn", "WindowStore"]
 
-_STATE_VERSION = 1
-
 CountFn = Callable[[str, int], None]
-KeyArray = npt.NDArray[np.int32]
-FloatArray = npt.NDArray[np.float64]
-SlotArray = npt.NDArray[np.int64]
 
 _NEVER = -(2**62)  # window index below every real one: "nothing closed yet"
 _emit_order = attrgetter("window_end", "key")
@@ -49,71 +49,6 @@ _emit_order = attrgetter("window_end", "key")
 
 def _no_count(event: str, n: int) -> None:
     del event, n
-
-
-class _Slot:
-    """Readings of one hop of event time, all keys, as appended chunks.
-
-    With ``by_value`` (percentiles wanted) compacting sorts the readings by value, so that a
-    window over several slots is a concatenation of sorted runs, cheap to sort again.
-    """
-
-    __slots__ = ("by_value", "keys", "size", "sorted", "values")
-
-    def __init__(self, *, by_value: bool) -> None:
-        self.keys: list[KeyArray] = []
-        self.values: list[FloatArray] = []
-        self.size = 0
-        self.by_value = by_value
-        self.sorted = False  # whether chunk 0 is sorted by value
-
-    def append(self, keys: KeyArray, values: FloatArray) -> None:
-        self.keys.append(keys)
-        self.values.append(values)
-        self.size += int(keys.shape[0])
-
-    def arrays(self) -> tuple[KeyArray, FloatArray]:
-        """All readings as one chunk (compacted in place, so the next window reuses it)."""
-        if len(self.keys) == 1 and (self.sorted or not self.by_value):
-            return self.keys[0], self.values[0]
-        keys = np.concatenate(self.keys)
-        values = np.concatenate(self.values)
-        if self.by_value:
-            # a sorted chunk plus a few late readings: a run-adaptive sort is the fast one
-            order = np.argsort(values, kind="stable" if self.sorted else None)
-            keys, values = keys[order], values[order]
-            self.sorted = True
-        self.keys, self.values = [keys], [values]
-        return keys, values
-
-
-class _Window:
-    """Bookkeeping of one window index: which keys it holds and their correction revisions."""
-
-    __slots__ = ("floor", "nkeys", "present", "revisions")
-
-    def __init__(self, capacity: int) -> None:
-        self.present = np.zeros(max(capacity, 16), dtype=bool)
-        self.nkeys = 0
-        self.revisions: dict[int, int] = {}
-        self.floor = 0  # lowest revision of its next results (raised after a lossy crash)
-
-    def grow(self, capacity: int) -> None:
-        if self.present.shape[0] < capacity:
-            grown = np.zeros(max(capacity, 2 * self.present.shape[0]), dtype=bool)
-            grown[: self.present.shape[0]] = self.present
-            self.present = grown
-
-    def mark(self, keys: KeyArray, capacity: int) -> int:
-        """Record that ``keys`` have readings here; return how many were new."""
-        self.grow(capacity)
-        new = ~self.present[keys]
-        if not new.any():
-            return 0
-        fresh = np.unique(keys[new])
-        self.present[fresh] = True
-        self.nkeys += int(fresh.shape[0])
-        return int(fresh.shape[0])
 
 
 class WindowStore:
@@ -139,8 +74,8 @@ class WindowStore:
         self._horizon = spec.correction_horizon_s
         self._stats = tuple(spec.stats)
         self._by_value = not PERCENTILES.keys().isdisjoint(self._stats)
-        self._slots: dict[int, _Slot] = {}
-        self._windows: dict[int, _Window] = {}
+        self._slots: dict[int, SlotBuffer] = {}
+        self._windows: dict[int, WindowBook] = {}
         self._frontier = _NEVER  # every window index below it is closed
         self._evicted = _NEVER  # data of windows and slots up to it is gone
         self._open = 0  # open (key, window) pairs
@@ -306,7 +241,7 @@ class WindowStore:
     def _store_slot(self, j: int, keys: KeyArray, values: FloatArray) -> None:
         slot = self._slots.get(j)
         if slot is None:
-            slot = self._slots[j] = _Slot(by_value=self._by_value)
+            slot = self._slots[j] = SlotBuffer(by_value=self._by_value)
         slot.append(keys, values)
         capacity = len(self._names)
         marks = keys if self._m == 1 else np.unique(keys)
@@ -429,55 +364,22 @@ class WindowStore:
     # -- state (checkpoints) ---------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """Open windows, retained data, watermark and key names as one ``.npz`` blob: a few
-        arrays whatever the number of readings (slots concatenated, window key sets as one
-        boolean matrix)."""
-        names = self._names
-        slot_ids = sorted(self._slots)
-        parts = [self._slots[j].arrays() for j in slot_ids]
-        win_ids = sorted(self._windows)
-        width = len(names)
-        present = np.zeros((len(win_ids), width), dtype=bool)
-        rev_win: list[int] = []
-        rev_code: list[int] = []
-        rev_value: list[int] = []
-        floors = np.array([self._windows[k].floor for k in win_ids], dtype=np.int64)
-        for row, k in enumerate(win_ids):
-            window = self._windows[k]
-            n = min(width, window.present.shape[0])
-            present[row, :n] = window.present[:n]
-            for code, revision in window.revisions.items():
-                rev_win.append(k)
-                rev_code.append(code)
-                rev_value.append(revision)
-        spec = self.spec
-        meta = {
-            "version": _STATE_VERSION,
-            "geometry": [spec.kind, self._size, self._hop, self._offset],
-            "stats": list(self._stats),
-            "frontier": self._frontier,
-            "evicted": self._evicted,
-            "max_event": self._max_event,
-            "watermark": self._watermark,
-            "incomplete_before": self._incomplete_before,
-        }
-        arrays: dict[str, Any] = {
-            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
-            "names": np.frombuffer("\x1f".join(names).encode(), dtype=np.uint8),
-            "slot_ids": np.array(slot_ids, dtype=np.int64),
-            "slot_len": np.array([p[0].shape[0] for p in parts], dtype=np.int64),
-            "slot_keys": np.concatenate([p[0] for p in parts]) if parts else _no_keys(),
-            "slot_values": np.concatenate([p[1] for p in parts]) if parts else _no_values(),
-            "win_ids": np.array(win_ids, dtype=np.int64),
-            "win_present": present,
-            "win_floor": floors,
-            "rev_win": np.array(rev_win, dtype=np.int64),
-            "rev_code": np.array(rev_code, dtype=np.int32),
-            "rev_value": np.array(rev_value, dtype=np.int64),
-        }
-        out = io.BytesIO()
-        np.savez(out, **arrays)
-        return out.getvalue()
+        """Open windows, retained data, watermark and key names as one blob (see
+        :mod:`~edge_runtime.aggregation.window_state`)."""
+        return encode_state(
+            WindowState(
+                geometry=self._geometry(),
+                stats=list(self._stats),
+                frontier=self._frontier,
+                evicted=self._evicted,
+                max_event=self._max_event,
+                watermark=self._watermark,
+                incomplete_before=self._incomplete_before,
+                names=self._names,
+                slots=self._slots,
+                windows=self._windows,
+            )
+        )
 
     def restore(
         self, data: bytes, key_table: dict[str, int], names: list[str], now: float
@@ -485,72 +387,39 @@ class WindowStore:
         """Load a :meth:`snapshot` into this (empty) store; key names are interned into
         ``key_table`` (whose ``names`` list is ``names``) and codes remapped to it. Returns
         what was dropped because it no longer fits the current spec (one line each)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arrays = {name: npz[name] for name in npz.files}
-            meta = json.loads(arrays["meta"].tobytes())
-        except (OSError, ValueError, KeyError) as exc:
-            raise ValueError(f"unreadable window state: {exc}") from exc
-        if meta.get("version") != _STATE_VERSION:
-            raise ValueError(f"window state version {meta.get('version')!r} is not supported")
-        raw_names = arrays["names"].tobytes().decode()
-        old_names = raw_names.split("\x1f") if raw_names else []
-        remap = np.array([key_table[n] for n in old_names], dtype=np.int32)
+        state = decode_state(data, key_table, names, by_value=self._by_value)
         self._names = names
-        width = len(names)
-        spec = self.spec
-        geometry = [spec.kind, self._size, self._hop, self._offset]
-        self._max_event = float(meta["max_event"])
+        geometry = self._geometry()
+        self._max_event = state.max_event
         self._last_arrival = now
         dropped: list[str] = []
-        if meta["geometry"] != geometry:
-            lengths = arrays["slot_len"]
-            pairs = int(arrays["win_present"][arrays["win_ids"] >= meta["frontier"]].sum())
+        if state.geometry != geometry:
+            pairs = state.open_pairs()
             dropped.append(
-                f"{pairs} open (key, window) pairs and {int(lengths.sum())} readings: the "
-                f"window geometry changed from (kind, size, hop, offset) = {meta['geometry']} "
+                f"{pairs} open (key, window) pairs and {state.readings()} readings: the "
+                f"window geometry changed from (kind, size, hop, offset) = {state.geometry} "
                 f"to {geometry}"
             )
             self._count("restore_dropped_windows", pairs)
             # the new windows that overlap the dropped readings never see them: flag them
             self._incomplete_before = self._max_event
             return dropped
-        if meta["stats"] != list(self._stats):
+        if state.stats != list(self._stats):
             dropped.append(
-                f"nothing: statistics changed from {meta['stats']} to {list(self._stats)}; "
+                f"nothing: statistics changed from {state.stats} to {list(self._stats)}; "
                 "open windows are summarised with the new ones"
             )
-        self._frontier = int(meta["frontier"])
-        self._evicted = int(meta["evicted"])
-        self._watermark = float(meta["watermark"])
-        self._incomplete_before = meta["incomplete_before"]
-        lengths = arrays["slot_len"].tolist()
-        keys = remap[arrays["slot_keys"]] if remap.size else arrays["slot_keys"]
-        values = arrays["slot_values"]
-        at = 0
-        for j, n in zip(arrays["slot_ids"].tolist(), lengths, strict=True):
-            slot = self._slots[j] = _Slot(by_value=self._by_value)
-            slot.append(keys[at : at + n].astype(np.int32), values[at : at + n])
-            at += n
-        present = arrays["win_present"]
-        win_ids = arrays["win_ids"].tolist()
-        floors = arrays["win_floor"].tolist() if "win_floor" in arrays else [0] * len(win_ids)
-        for row, k in enumerate(win_ids):
-            window = self._windows[k] = _Window(width)
-            window.floor = int(floors[row])
-            codes = remap[np.flatnonzero(present[row])]
-            window.present[codes] = True
-            window.nkeys = int(codes.shape[0])
-            if k >= self._frontier:
-                self._open += window.nkeys
-        for k, code, revision in zip(
-            arrays["rev_win"].tolist(),
-            arrays["rev_code"].tolist(),
-            arrays["rev_value"].tolist(),
-            strict=True,
-        ):
-            self._windows[k].revisions[int(remap[code])] = revision
+        self._frontier = state.frontier
+        self._evicted = state.evicted
+        self._watermark = state.watermark
+        self._incomplete_before = state.incomplete_before
+        self._slots.update(state.slots)
+        self._windows.update(state.windows)
+        self._open += state.open_pairs()
         return dropped
+
+    def _geometry(self) -> list[Any]:
+        return [self.spec.kind, self._size, self._hop, self._offset]
 
     def raise_revisions(self, floor: int, before: float) -> None:
         """Give every result of the windows held now (open, or closed and still correctable),
@@ -561,8 +430,8 @@ class WindowStore:
             window.floor = max(window.floor, floor)
         self._reemit = (before, floor)
 
-    def _new_window(self, k: int, capacity: int) -> _Window:
-        window = _Window(capacity)
+    def _new_window(self, k: int, capacity: int) -> WindowBook:
+        window = WindowBook(capacity)
         if self._reemit is not None and self._bounds(k)[0] < self._reemit[0]:
             window.floor = self._reemit[1]
         return window
@@ -571,11 +440,3 @@ class WindowStore:
         """Flag as possibly incomplete every window starting before event time ``when``."""
         current = self._incomplete_before
         self._incomplete_before = when if current is None else max(current, when)
-
-
-def _no_keys() -> KeyArray:
-    return np.empty(0, dtype=np.int32)
-
-
-def _no_values() -> FloatArray:
-    return np.empty(0, dtype=np.float64)
