@@ -4,6 +4,7 @@ the sender drains the spool to the core broker.
 envelope   the wire format (msgpack or JSON lists of :class:`~edge_runtime.types.Envelope`)
 spool      the durable store-and-forward spool (SQLite)
 sender     drains the spool to the core broker over the MQTT link
+resend     the sender's book of records the core has not acknowledged: delete or send again
 spooled    the site's uplink: spool + sender; memory: the in-memory one (no spool)
 """
 

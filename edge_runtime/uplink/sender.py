@@ -16,7 +16,7 @@ Backlog records are sent flagged ``backlog=True`` behind alerts and live data, a
 
 With ``delivery = "core"`` a PUBACK only starts a timer: records stay leased until the core's
 acknowledgement (:meth:`Sender.on_ack`, see :mod:`edge_runtime.uplink.acks`) names them, and
-at most ``max_unacked`` are out at once (:class:`~edge_runtime.uplink.inflight.Unacked`).
+at most ``max_unacked`` are out at once (:mod:`edge_runtime.uplink.resend` keeps that book).
 Records the core has not acknowledged ``ack_timeout_s`` after their PUBACK (doubling with each
 try), and after a reconnect those the broker took on an earlier connection, go back to the
 spool and are sent again flagged ``resent``, in lease order, before newer records of their
@@ -39,15 +39,16 @@ from edge_runtime.errors import TransportError
 from edge_runtime.identity import Sealer
 from edge_runtime.lifecycle import Component
 from edge_runtime.uplink.acks import CoreAck
+from edge_runtime.uplink.bucket import TokenBucket
 from edge_runtime.uplink.config import SenderConfig
 from edge_runtime.uplink.envelope import encode_envelopes, flag_resent
-from edge_runtime.uplink.inflight import Unacked
+from edge_runtime.uplink.resend import AckKeeper
 from edge_runtime.uplink.spool.errors import SpoolError
 from edge_runtime.uplink.spool.records import Lane, SpoolRecord, pack_message
 from edge_runtime.uplink.spool.spool import Spool
 from edge_runtime.uplink.spool.stats import RateWindow
 
-__all__ = ["Publisher", "Sender", "SenderStats", "TokenBucket"]
+__all__ = ["Publisher", "Sender", "SenderStats"]
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +57,6 @@ QOS = 1
 # error) is retried after a backoff, so the sender does not spin.
 _RETRY_MIN_S = 0.05
 _RETRY_MAX_S = 5.0
-# how often the acknowledgement watchdog looks for a reconnect (the link's connection count)
-_WATCH_TICK_S = 0.5
 
 
 class Publisher(Protocol):
@@ -75,31 +74,6 @@ class Publisher(Protocol):
     async def wait_connected(self) -> None:
         """Return as soon as the link is up (at once when it is)."""
         ...
-
-
-class TokenBucket:
-    """``rate`` tokens per second, at most ``burst`` banked (monotonic clock)."""
-
-    def __init__(self, rate: float, burst: float, clock: Clock) -> None:
-        self.rate = rate
-        self.burst = burst
-        self._clock = clock
-        self._tokens = burst
-        self._at = clock.monotonic()
-
-    def available(self) -> float:
-        now = self._clock.monotonic()
-        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-        self._at = now
-        return self._tokens
-
-    def take(self, count: int) -> None:
-        self.available()
-        self._tokens -= count
-
-    def wait_s(self, count: float) -> float:
-        """Seconds until ``count`` tokens are banked."""
-        return max(0.0, (min(count, self.burst) - self.available()) / self.rate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,12 +158,7 @@ class Sender(Component):
         self._rate = RateWindow(10.0)
         self._sent = asyncio.Event()
         self._core = config.delivery == "core"
-        self._unacked = Unacked(config.ack_timeout_s, config.max_unacked, time.monotonic)
-        self._generation: Callable[[], int] = link_generation or (lambda: 0)
-        self._to_delete: list[int] = []  # acknowledged record ids, for the spool
-        self._acked = asyncio.Event()  # records to delete
-        self._room = asyncio.Event()  # records left the unacknowledged book
-        self._acks = 0
+        self._keeper = AckKeeper(spool, config, link_generation or (lambda: 0))
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -216,7 +185,8 @@ class Sender(Component):
     # -- figures ---------------------------------------------------------------------------
 
     def stats(self) -> SenderStats:
-        unacked = self._unacked
+        keeper = self._keeper
+        unacked = keeper.book
         return SenderStats(
             connected=self._connected,
             link_downs=self._link_downs,
@@ -227,7 +197,7 @@ class Sender(Component):
             bytes_sent=self._bytes,
             in_flight=self._in_flight,
             publish_failures=self._publish_failures,
-            spool_errors=self._spool_errors,
+            spool_errors=self._spool_errors + keeper.spool_errors,
             send_rate_per_s=self._rate.rate(time.monotonic()),
             backlog_tokens=None if self._bucket is None else self._bucket.available(),
             delivery=self.config.delivery,
@@ -235,7 +205,7 @@ class Sender(Component):
             oldest_unacked_age_s=unacked.oldest_age_s(),
             core_acked=unacked.acked,
             resent=unacked.resent,
-            acks=self._acks,
+            acks=keeper.acks,
             acks_unknown=unacked.unknown,
             ack_p50_ms=unacked.latency_ms(0.5),
             ack_p99_ms=unacked.latency_ms(0.99),
@@ -246,63 +216,11 @@ class Sender(Component):
     def on_ack(self, ack: CoreAck) -> None:
         """Take an acknowledgement from the core (called as it arrives; never blocks): the
         records it names leave the spool, and make room for more to be sent."""
-        self._acks += 1
-        rids = self._unacked.ack(ack.ranges)
-        if rids:
-            self._to_delete.extend(rids)
-            self._acked.set()
-            self._room.set()
+        self._keeper.on_ack(ack)
 
     def ack_overdue_s(self) -> float:
         """How long past its timeout the oldest unacknowledged record is (0: none is)."""
-        deadline = self._unacked.next_deadline()
-        return 0.0 if deadline is None else max(0.0, time.monotonic() - deadline)
-
-    async def _delete_acked(self) -> None:
-        """Delete acknowledged records from the spool, in groups, as acknowledgements come."""
-        while True:
-            if not self._to_delete:
-                self._acked.clear()
-                await self._acked.wait()
-                continue
-            rids, self._to_delete = self._to_delete, []
-            try:
-                await self._spool.ack(rids)
-            except SpoolError as exc:
-                self._spool_errors += 1
-                log.error("sender: the spool failed to delete acknowledged records: %s", exc)
-                self._to_delete[:0] = rids  # keep them for the next round
-                await asyncio.sleep(_RETRY_MIN_S)
-
-    async def _watch_acks(self) -> None:
-        """Send again what the core has not acknowledged in time, or at all before the link
-        reconnected."""
-        unacked = self._unacked
-        generation = self._generation
-        tick = min(_WATCH_TICK_S, self.config.ack_timeout_s / 4)
-        while True:
-            deadline = unacked.next_deadline()
-            wait = tick if deadline is None else min(tick, deadline - time.monotonic())
-            await asyncio.sleep(max(wait, 0.0))
-            why = "reconnect"
-            rids = unacked.sent_before(generation())
-            if not rids:
-                why = "timeout"
-                rids = unacked.expired()
-            if not rids:
-                continue
-            self._room.set()
-            log.log(
-                logging.INFO if why == "reconnect" else logging.WARNING,
-                "the core has not acknowledged %d record(s) (%s); sending them again",
-                len(rids),
-                "the link reconnected" if why == "reconnect" else "ack timeout",
-            )
-            try:
-                await self._spool.release(rids)
-            except SpoolError as exc:
-                self._spool_errors += 1
-                log.error("sender: the spool failed to take records back: %s", exc)
+        return self._keeper.overdue_s()
 
     async def wait_sent(self, count: int) -> None:
         """Wait until the core broker acknowledged (PUBACK) ``count`` records in all.
@@ -322,8 +240,8 @@ class Sender(Component):
             await self._drain_forever()
             return
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._delete_acked(), name="uplink-delete-acked")
-            group.create_task(self._watch_acks(), name="uplink-ack-watchdog")
+            group.create_task(self._keeper.delete_acked(), name="uplink-delete-acked")
+            group.create_task(self._keeper.watch(), name="uplink-ack-watchdog")
             await self._drain_forever()
 
     async def _drain_forever(self) -> None:
@@ -347,14 +265,14 @@ class Sender(Component):
                     "as backlog once the link is back",
                     group.exceptions[0],
                 )
-                self._unacked.return_all()  # every leased record goes back
+                self._keeper.return_all()  # every leased record goes back
                 with contextlib.suppress(SpoolError):
                     await self._spool.release(mark_backlog=True)
             except* SpoolError as group:
                 spool_failed = True
                 self._spool_errors += 1
                 log.error("sender: the spool failed (%s); retrying", group.exceptions[0])
-                self._unacked.return_all()
+                self._keeper.return_all()
                 with contextlib.suppress(SpoolError):
                     await self._spool.release()
             if spool_failed:
@@ -385,9 +303,7 @@ class Sender(Component):
                     raise
                 resent: list[bool] = []
                 if self._core:  # in the book before the next lease looks at its room
-                    resent = self._unacked.sending(
-                        [(r.seq, r.id) for r in records], self._generation()
-                    )
+                    resent = self._keeper.sending(records)
                 group.create_task(self._send(records, resent, slots), name="spool-publish")
 
     async def _next_batch(self) -> list[SpoolRecord]:
@@ -395,10 +311,7 @@ class Sender(Component):
         while True:
             limit = config.max_batch_records
             if self._core:
-                while self._unacked.room <= 0:  # at the bound: wait for the core's acks
-                    self._room.clear()
-                    await self._room.wait()
-                limit = min(limit, self._unacked.room)
+                limit = min(limit, await self._keeper.wait_room())
             budget: int | None = None
             if self._bucket is not None:
                 tokens = int(self._bucket.available())
@@ -450,7 +363,7 @@ class Sender(Component):
                 ) from exc
             self._count_sent(records, len(payload))
             if self._core:  # the core's acknowledgement deletes them (on_ack)
-                self._unacked.pubacked(r.seq for r in records)
+                self._keeper.pubacked(records)
                 return
             # once submitted the ack commits even if this task is cancelled meanwhile
             await self._spool.ack([r.id for r in records])
