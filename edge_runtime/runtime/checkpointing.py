@@ -29,6 +29,7 @@ dropped, so a sensor sending the same payload twice is counted twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import operator
 from collections.abc import Sequence
@@ -40,6 +41,7 @@ import numpy as np
 from edge_runtime.checkpoint import Checkpoint, CheckpointConfig, CheckpointFile, fingerprints
 from edge_runtime.checkpoint.store import CheckpointError
 from edge_runtime.clock import Clock
+from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.pipelines.api import Pipeline, RestoreInfo
 from edge_runtime.types import RawMessage
@@ -48,6 +50,7 @@ __all__ = ["REEMIT_REVISION_STRIDE", "Checkpointer", "supports_state"]
 
 log = logging.getLogger(__name__)
 _dup = operator.attrgetter("dup")
+_RESTORE_WAIT_S = 10.0  # longest wait for the site broker before a lossy restore
 
 REEMIT_REVISION_STRIDE = 1000
 """Revisions a restore after a crash skips: more than any window is corrected in the
@@ -102,6 +105,41 @@ class Checkpointer:
         self._dirty = True
 
     # -- start -------------------------------------------------------------------------------
+
+    def holds_pubacks(self, broker: BrokerConfig, qos: int) -> bool:
+        """Whether the site broker link (``broker``, input at ``qos``) should hold PUBACKs
+        until a checkpoint covers the message: a stateful pipeline, QoS 1, a client that can
+        hold them, and a session that outlives us."""
+        if not self.pipelines:
+            return False
+        if qos != 1:
+            return False
+        if broker.transport != "gmqtt" or broker.clean_start:
+            log.warning(
+                "checkpoints on, but the site broker link acknowledges input on receipt "
+                "(transport %s, clean_start %s): after a crash, input received since the last "
+                'checkpoint is lost. Set site_broker.transport = "gmqtt" and clean_start = '
+                "false for exactly-once window results.",
+                broker.transport,
+                broker.clean_start,
+            )
+            return False
+        return True
+
+    async def restore_at_start(self, link: MqttLink | None, lock: asyncio.Lock) -> None:
+        """Restore the last checkpoint before the first batch is processed. After a crash
+        with QoS 0 input, once the site broker ``link`` is up (bounded): what was published
+        before then may be lost, and the restored windows say so. From then on the link's
+        input is acknowledged by the checkpoints, when it holds PUBACKs."""
+        if link is not None and self.may_have_lost_input():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RESTORE_WAIT_S):
+                    await link.wait_connected()
+        self.restore()
+        if self.must_write:  # the restore's count, durable before any input
+            await self.checkpoint(lock)
+        if link is not None and link.manual_ack:
+            self.link = link
 
     def _read(self) -> Checkpoint | None:
         if self._loaded is None:

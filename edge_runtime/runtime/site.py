@@ -1,10 +1,16 @@
 """The site runtime: site broker → ingest queue → micro-batches → pipelines → uplink.
 
 Every long-lived piece is an async context manager; every loop is a named task in one
-``asyncio.TaskGroup``. The hot loop takes whole micro-batches from the bounded ingest queue,
-routes them to pipelines by topic, decodes each pipeline's share into numpy arrays in one call
-and hands the batch to the plugin. Every call of a plugin goes through its slot's guard (see
-``slots``); summaries the uplink refuses are counted by reason and the site goes on.
+``asyncio.TaskGroup``. The hot loop takes whole micro-batches from the bounded ingest queue
+and hands them to the :class:`~edge_runtime.runtime.dispatch.Dispatcher`, which routes them to
+pipelines by topic, decodes each pipeline's share into numpy arrays in one call and hands the
+batch to the plugin. Every call of a plugin goes through its slot's guard (see ``slots``);
+summaries the uplink refuses are counted by reason and the site goes on.
+
+Beside this module: ``links`` (the brokers and the two MQTT links), ``status`` (``/readyz``,
+``/status``, gauges), ``checkpointing`` (pipeline state, and the PUBACKs held for it),
+``reload`` and ``fleet_agent`` (new configs without a restart, through :meth:`SiteRuntime.install`
+and the other hooks below).
 """
 
 from __future__ import annotations
@@ -14,32 +20,28 @@ import contextlib
 import functools
 import logging
 import operator
-import time
-from collections import Counter
 from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AsyncExitStack
 from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from edge_runtime import __version__
-from edge_runtime.broker.embedded import EmbeddedBroker
 from edge_runtime.clock import Clock, ManualClock, SystemClock
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.decode.decoders import ReadingDecoder
-from edge_runtime.errors import UplinkRefusedError
 from edge_runtime.fleet import Revision
-from edge_runtime.mqtt.config import BrokerConfig
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
-from edge_runtime.ops.image import image_info
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
-from edge_runtime.pipelines.api import Pipeline, PipelineContext
+from edge_runtime.pipelines.api import PipelineContext
 from edge_runtime.runtime.checkpointing import Checkpointer
+from edge_runtime.runtime.dispatch import Dispatcher
 from edge_runtime.runtime.fleet_agent import FleetAgent
+from edge_runtime.runtime.links import site_link, start_brokers, uplink_link
 from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.slots import PipelineSlot
+from edge_runtime.runtime.status import readiness, register_gauges, status_document
 from edge_runtime.runtime.wiring import default_uplink
 from edge_runtime.sources.queue import IngestQueue
 from edge_runtime.sources.topics import minimal_filters
@@ -50,12 +52,9 @@ __all__ = ["MessageSource", "SiteRuntime"]
 
 log = logging.getLogger(__name__)
 
-_payload = operator.attrgetter("payload")
 UplinkFactory = Callable[["SiteRuntime", MqttLink], Uplink]
 MessageSource = AsyncIterable[tuple[Sequence[RawMessage], float]]
 """Batches of messages with the (recorded) time at the end of each: a replayed recording."""
-_REFUSAL_LOG_S = 10.0  # a streak of refusals is logged once per this many seconds
-_RESTORE_WAIT_S = 10.0  # longest wait for the site broker before a lossy restore
 
 
 class SiteRuntime:
@@ -82,13 +81,12 @@ class SiteRuntime:
         self.registry.register(StatsCollector(self.stats, self.config.site_id))
         self.registry.register(self.fleet.collector())
         self.queue = IngestQueue(self.config.ingest.queue_size, self.config.ingest.overflow)
-        self.slots = [self.make_slot(p) for p in loaded.pipelines]
-        for slot in self.slots:
+        slots = [self.make_slot(p) for p in loaded.pipelines]
+        for slot in slots:
             self.stats.pipeline_events[slot.name] = slot.pipeline.context.counters
             self.stats.pipeline_gauges[slot.name] = slot.gauges
         self._streams: dict[PipelineSlot, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
-        self._routes: dict[str, tuple[PipelineSlot, ...]] = {}
         self._uplink_factory = uplink_factory or default_uplink
         self._stop = asyncio.Event()
         self._started = asyncio.Event()
@@ -102,17 +100,23 @@ class SiteRuntime:
             self.checkpointer = Checkpointer(
                 self.config.checkpoint,
                 self.config.data_dir,
-                [slot.pipeline for slot in self.slots],
+                [slot.pipeline for slot in slots],
                 clock=self.clock,
                 always_qos0=self.config.ingest.qos == 0,
             )
-        self.stats.gauges["ingest_queue_depth"] = lambda: float(len(self.queue))
-        self.stats.gauges["ingest_queue_capacity"] = lambda: float(self.queue.capacity)
-        self.stats.gauges["site_broker_up"] = lambda: float(
-            self.site_link is not None and self.site_link.is_up
+        self.dispatcher = Dispatcher(
+            slots,
+            self.stats,
+            self.queue,
+            checkpointer=self.checkpointer,
+            replayed=source is not None,
         )
-        self.stats.gauges["uptime_seconds"] = lambda: self.clock.time() - self.stats.started_at
-        self._refusal_logged: dict[str, float] = {}
+        register_gauges(self)
+
+    @property
+    def slots(self) -> list[PipelineSlot]:
+        """The running pipelines, in config order (a reload replaces them: :meth:`install`)."""
+        return self.dispatcher.slots
 
     def make_slot(self, config: Any, loaded: LoadedConfig | None = None) -> PipelineSlot:
         """A new instance of the pipeline ``config`` names, in its slot (``loaded``: the
@@ -146,8 +150,7 @@ class SiteRuntime:
         self.loaded, self.config, self.revision = loaded, loaded.site, revision
         if self.uplink is not None:
             self.uplink.revise(loaded.config_hash, revision.id)
-        self.slots = list(slots)
-        self._routes.clear()
+        self.dispatcher.set_slots(slots)
         names = {slot.name for slot in self.slots}
         for name in set(self.stats.pipeline_events) - names:
             del self.stats.pipeline_events[name]
@@ -176,6 +179,11 @@ class SiteRuntime:
         if task is not None:
             await task
 
+    async def submit(self, name: str, summaries: Sequence[Summary]) -> None:
+        """Hand pipeline ``name``'s summaries to the uplink (see
+        :meth:`Dispatcher.submit <edge_runtime.runtime.dispatch.Dispatcher.submit>`)."""
+        await self.dispatcher.submit(name, summaries)
+
     @property
     def emit_lock(self) -> asyncio.Lock:
         """Held while pipelines are called and their summaries appended (and by a reload)."""
@@ -184,6 +192,11 @@ class SiteRuntime:
     @property
     def stopping(self) -> bool:
         return self._stop.is_set()
+
+    @property
+    def replaying(self) -> bool:
+        """Whether the site runs a recording (a ``source``) instead of its site broker."""
+        return self._source is not None
 
     # -- public control ----------------------------------------------------------------------
 
@@ -201,44 +214,12 @@ class SiteRuntime:
         await self._started.wait()
 
     def ready(self) -> tuple[bool, str]:
-        """``/readyz``: the site broker connected, the uplink working (connected to the core
-        broker; its spool taking summaries: no full disk, no error) and no pipeline isolated;
-        the reason names every problem."""
-        if self._source is not None:
-            return True, "replaying a recording"
-        problems = []
-        link = self.site_link
-        if link is None or not link.is_up:
-            why = f" ({link.last_error})" if link is not None and link.last_error else ""
-            problems.append(f"site broker not connected{why}")
-        uplink_ok, uplink_why = (False, "uplink not started")
-        if self.uplink is not None:
-            uplink_ok, uplink_why = self.uplink.ready()
-        if not uplink_ok:
-            problems.append(uplink_why)
-        problems += [
-            f"pipeline {slot.name} isolated: {slot.isolated}"
-            for slot in self.slots
-            if slot.isolated is not None
-        ]
-        if problems:
-            return False, "; ".join(problems)
-        return True, f"ok: site broker up, {uplink_why}"
+        """``/readyz``: see :func:`~edge_runtime.runtime.status.readiness`."""
+        return readiness(self)
 
     def status(self) -> dict[str, Any]:
-        return {
-            "site_id": self.config.site_id,
-            "version": __version__,
-            "config_hash": self.loaded.config_hash,
-            "image": image_info(),
-            "revision": self.revision.id,
-            "fleet": self.fleet.status(),
-            "ready": self.ready()[0],
-            "site_broker": self.site_link.state.value if self.site_link else "none",
-            "uplink_broker": self.uplink_link.state.value if self.uplink_link else "none",
-            "checkpoint": self.checkpointer.status() if self.checkpointer else {"enabled": False},
-            **self.stats.snapshot(),
-        }
+        """``/status``: see :func:`~edge_runtime.runtime.status.status_document`."""
+        return status_document(self)
 
     # -- run ---------------------------------------------------------------------------------
 
@@ -246,25 +227,21 @@ class SiteRuntime:
         cfg = self.config
         async with AsyncExitStack() as stack:
             stack.enter_context(DataDirLock(cfg.data_dir))  # before anything connects
-            site_broker = await self._embedded(stack, cfg.site_broker)
-            uplink_broker = await self._embedded(
-                stack, cfg.uplink.broker, reuse=(cfg.site_broker, site_broker)
-            )
-            self.uplink_link = MqttLink(
+            site_broker, uplink_broker = await start_brokers(stack, cfg)
+            self.uplink_link = uplink_link(
+                cfg,
                 uplink_broker,
-                client_id=uplink_broker.client_id or f"edge-{cfg.site_id}-uplink",
-                role="core",
                 subscriptions=[
                     *cfg.uplink.ack_subscriptions(cfg.site_id),
                     *self.fleet.subscriptions(),
                 ],
-                qos=1,
                 sink=self._from_core,
             )
             # the uplink first: the link may bring the core's acknowledgements at once
             self.uplink = await stack.enter_async_context(
                 self._uplink_factory(self, self.uplink_link)
             )
+            self.dispatcher.uplink = self.uplink
             await stack.enter_async_context(self.uplink_link)
             self.stats.uplink = self.uplink.stats
             if cfg.ops.http_enabled:
@@ -284,21 +261,21 @@ class SiteRuntime:
             )
             checkpointer = self.checkpointer
             if self._source is None:
+                manual_ack = checkpointer is not None and checkpointer.holds_pubacks(
+                    site_broker, cfg.ingest.qos
+                )
                 self.site_link = await stack.enter_async_context(
-                    MqttLink(
+                    site_link(
+                        cfg,
                         site_broker,
-                        client_id=site_broker.client_id or f"edge-{cfg.site_id}-ingest",
-                        role="site",
-                        subscriptions=topics,
-                        qos=cfg.ingest.qos,
+                        topics=topics,
                         sink=self.queue.put,
-                        max_payload_bytes=cfg.ingest.max_payload_bytes,
                         on_oversized=self._oversized,
-                        manual_ack=self._manual_ack(site_broker),
+                        manual_ack=manual_ack,
                     )
                 )
             if checkpointer is not None:  # input waits in the queue until this is done
-                await self._restore(checkpointer)
+                await checkpointer.restore_at_start(self.site_link, self._emit_lock)
             log.info(
                 "site %s running %d pipeline(s): %s",
                 cfg.site_id,
@@ -361,40 +338,6 @@ class SiteRuntime:
         if self.site_link is not None:
             await self.site_link.close()
 
-    async def _restore(self, checkpointer: Checkpointer) -> None:
-        """Restore the last checkpoint before the first batch is processed. After a crash
-        with QoS 0 input, once the site broker link is up (bounded): what was published
-        before then may be lost, and the restored windows say so."""
-        link = self.site_link
-        if link is not None and checkpointer.may_have_lost_input():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_RESTORE_WAIT_S):
-                    await link.wait_connected()
-        checkpointer.restore()
-        if checkpointer.must_write:  # the restore's count, durable before any input
-            await checkpointer.checkpoint(self._emit_lock)
-        if link is not None and link.manual_ack:
-            checkpointer.link = link
-
-    def _manual_ack(self, broker: BrokerConfig) -> bool:
-        """Hold PUBACKs until a checkpoint covers the message: checkpoints on, a stateful
-        pipeline, QoS 1, a client that can hold them, and a session that outlives us."""
-        if self.checkpointer is None or not self.checkpointer.pipelines:
-            return False
-        if self.config.ingest.qos != 1:
-            return False
-        if broker.transport != "gmqtt" or broker.clean_start:
-            log.warning(
-                "checkpoints on, but the site broker link acknowledges input on receipt "
-                "(transport %s, clean_start %s): after a crash, input received since the last "
-                'checkpoint is lost. Set site_broker.transport = "gmqtt" and clean_start = '
-                "false for exactly-once window results.",
-                broker.transport,
-                broker.clean_start,
-            )
-            return False
-        return True
-
     async def _stop_pipelines(self) -> None:
         """Clean stop: plugins with the state API are checkpointed (their open windows carry
         over to the next start); the others flush what they hold, as partial results."""
@@ -405,7 +348,7 @@ class SiteRuntime:
                 if slot.pipeline not in stateful:
                     out = await slot.call("flush", slot.pipeline.flush)
                     if out:
-                        await self._submit(slot.name, out)
+                        await self.dispatcher.submit(slot.name, out)
         if checkpointer is not None:
             await checkpointer.checkpoint(self._emit_lock, clean=True)
             log.info(
@@ -428,21 +371,6 @@ class SiteRuntime:
                 # input stays unacknowledged (the broker keeps it); try again next interval
                 log.exception("checkpoint %d could not be written", checkpointer.seq)
 
-    async def _embedded(
-        self,
-        stack: AsyncExitStack,
-        broker: BrokerConfig,
-        reuse: tuple[BrokerConfig, BrokerConfig] | None = None,
-    ) -> BrokerConfig:
-        """Start an embedded broker if ``broker`` asks for one; return the config to dial."""
-        if not broker.embedded:
-            return broker
-        if reuse is not None and reuse[0].embedded and reuse[0].port == broker.port:
-            return reuse[1]  # site and uplink share one embedded broker
-        data = self.config.data_dir / "broker"
-        embedded = await stack.enter_async_context(EmbeddedBroker(broker.host, broker.port, data))
-        return broker.model_copy(update={"port": embedded.port})
-
     # -- hot loop ----------------------------------------------------------------------------
 
     def _from_core(self, message: RawMessage) -> None:
@@ -458,13 +386,6 @@ class SiteRuntime:
         self.stats.messages_in += 1
         self.stats.ingest_dropped["oversized"] += 1
 
-    def _route(self, topic: str) -> tuple[PipelineSlot, ...]:
-        slots = tuple(s for s in self.slots if s.matcher.matches(topic))
-        if len(self._routes) > 100_000:
-            self._routes.clear()
-        self._routes[topic] = slots
-        return slots
-
     async def _process_loop(self) -> None:
         checkpointer = self.checkpointer
         lock = self._emit_lock  # also keeps a reload from swapping pipelines mid-batch
@@ -474,7 +395,8 @@ class SiteRuntime:
             if not batch:
                 break  # the queue was closed and is empty
             async with lock:
-                await self._dispatch(batch if checkpointer is None else checkpointer.admit(batch))
+                batch = batch if checkpointer is None else checkpointer.admit(batch)
+                await self.dispatcher.dispatch(batch)
         self.stats.ingest_dropped["overflow"] = self.queue.dropped
 
     async def _source_loop(self, source: MessageSource) -> None:
@@ -491,145 +413,10 @@ class SiteRuntime:
                 break
             clock.set(at)
             if batch:
-                await self._dispatch_settled(batch)
-            await self._emit_all("on_tick", operator.methodcaller("on_tick", at))
+                await self.dispatcher.dispatch_settled(batch)
+            await self.dispatcher.emit_all("on_tick", operator.methodcaller("on_tick", at))
         log.info("replay source finished")
         self._stop.set()
-
-    async def _dispatch_settled(self, batch: Sequence[RawMessage]) -> None:
-        """Replay dispatch: stream stages settle before they see a topic a second time, so that
-        a latest-message-wins stage drops nothing and results do not depend on speed."""
-        streams = [s for s in self.slots if s.pipeline.input_kind == "stream"]
-        if not streams:
-            await self._dispatch(batch)
-            return
-        part: list[RawMessage] = []
-        seen: set[str] = set()
-        for message in batch:
-            if message.topic in seen:
-                await self._dispatch(part)
-                await self._settle(streams)
-                part, seen = [], set()
-            part.append(message)
-            seen.add(message.topic)
-        await self._dispatch(part)
-        await self._settle(streams)
-
-    @staticmethod
-    async def _settle(streams: list[PipelineSlot]) -> None:
-        for slot in streams:
-            if slot.isolated is None:  # an isolated stage may never settle
-                try:
-                    await slot.pipeline.settle()
-                except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the site
-                    slot.failed("settle", exc)
-
-    async def _dispatch(self, batch: Sequence[RawMessage]) -> None:
-        if not batch:
-            return
-        stats = self.stats
-        stats.messages_in += len(batch)
-        stats.bytes_in += sum(map(len, map(_payload, batch)))
-        stats.observe_batch(len(batch))
-        if self.queue.dropped:
-            stats.ingest_dropped["overflow"] = self.queue.dropped
-        routes = self._routes
-        shares: dict[PipelineSlot, list[RawMessage]] = {}
-        unexpected = 0
-        for msg in batch:
-            slots = routes.get(msg.topic)
-            if slots is None:
-                slots = self._route(msg.topic)
-            if not slots:
-                unexpected += 1
-            for slot in slots:
-                share = shares.get(slot)
-                if share is None:
-                    shares[slot] = [msg]
-                else:
-                    share.append(msg)
-        if unexpected:
-            stats.ingest_dropped["unexpected_topic"] += unexpected
-        for slot, messages in shares.items():
-            await self._run_slot(slot, messages)
-
-    async def _run_slot(self, slot: PipelineSlot, messages: list[RawMessage]) -> None:
-        """One pipeline's share of a batch, through the slot's guard: a batch the plugin
-        fails on is counted (``plugin_error``) and set aside, as is every batch of an isolated
-        pipeline (``pipeline_isolated``)."""
-        pipeline = slot.pipeline
-        if slot.isolated is not None:
-            self.stats.decode_errors[(slot.name, "pipeline_isolated")] += len(messages)
-            return
-        out: Sequence[Summary] | None
-        if pipeline.input_kind == "stream":
-            if await slot.call("offer", functools.partial(slot.offer_all, messages)) is None:
-                return
-            slot.processed += len(messages)
-            return
-        if pipeline.input_kind == "messages":
-            out = await slot.call(
-                "process_messages",
-                functools.partial(pipeline.process_messages, messages),
-                blocking=pipeline.blocking,
-            )
-        else:
-            errors: Counter[str] = Counter()
-            try:
-                batch = slot.decoder.decode(messages, errors)
-            except Exception:  # a decoder bug: bad input is counted by the decoder itself
-                log.exception("decoding a batch for pipeline %s failed", slot.name)
-                errors["decoder_error"] += len(messages)
-                batch = None
-            for reason, n in errors.items():
-                self.stats.decode_errors[(slot.name, reason)] += n
-            if batch is None:
-                return
-            self.stats.readings_in[slot.name] += len(batch)
-            if not len(batch):
-                return
-            out = await slot.call(
-                "process", functools.partial(pipeline.process, batch), blocking=pipeline.blocking
-            )
-        if out is None:
-            self.stats.decode_errors[(slot.name, "plugin_error")] += len(messages)
-            return
-        slot.processed += len(messages)
-        await self._submit(slot.name, out)
-
-    async def submit(self, name: str, summaries: Sequence[Summary]) -> None:
-        """Hand pipeline ``name``'s summaries to the uplink (see :meth:`_submit`)."""
-        await self._submit(name, summaries)
-
-    async def _submit(self, name: str, summaries: Sequence[Summary]) -> None:
-        """Hand summaries to the uplink; a refusal (a full disk, a full or failed spool) is
-        counted by pipeline and reason, logged once per streak, and the site goes on."""
-        if not summaries:
-            return
-        if self.checkpointer is not None:
-            self.checkpointer.note_emitted()
-        self.stats.summaries_out[name] += len(summaries)
-        assert self.uplink is not None
-        try:
-            await self.uplink.submit(summaries, replayed=self._source is not None)
-        except UplinkRefusedError as exc:
-            self.stats.summaries_refused[(name, exc.reason)] += len(summaries)
-            now = time.monotonic()
-            if now - self._refusal_logged.get(exc.reason, -_REFUSAL_LOG_S) >= _REFUSAL_LOG_S:
-                self._refusal_logged[exc.reason] = now
-                total = sum(
-                    n
-                    for (_, reason), n in self.stats.summaries_refused.items()
-                    if reason == exc.reason
-                )
-                log.error("summaries refused (%d so far, %s): %s", total, exc.reason, exc)
-
-    async def _emit_all(self, call: str, fn: Callable[[Pipeline[Any]], Sequence[Summary]]) -> None:
-        """``on_tick`` or ``flush`` of every pipeline, each through its slot's guard."""
-        for slot in self.slots:
-            out = await slot.call(call, functools.partial(fn, slot.pipeline))
-            if out:
-                await self._submit(slot.name, out)
 
     async def _tick_loop(self) -> None:
         if self._source is not None:
@@ -639,4 +426,4 @@ class SiteRuntime:
             await asyncio.sleep(interval)
             async with self._emit_lock:
                 now = self.clock.time()
-                await self._emit_all("on_tick", operator.methodcaller("on_tick", now))
+                await self.dispatcher.emit_all("on_tick", operator.methodcaller("on_tick", now))
