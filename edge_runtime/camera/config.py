@@ -170,6 +170,11 @@ class CameraSettings(BaseModel):
         "frame has arrived (a camera that stopped sending still reports).",
     )
 
+    def weight_files(self, base_dir: Path) -> dict[str, Path]:
+        """The detector model (see :meth:`PipelineConfig.weight_files`)."""
+        path = self.model.resolved_path(base_dir)
+        return {path.name: path}
+
     @model_validator(mode="after")
     def _check_cameras(self) -> CameraSettings:
         ids = [c.id for c in self.cameras]

@@ -69,6 +69,14 @@ class PipelineConfig(BaseModel):
         "Ignored by pipelines that take raw messages.",
     )
 
+    def weight_files(self, base_dir: Path) -> dict[str, Path]:
+        """Files this pipeline loads that belong to the site's revision (model weights):
+        file name -> path, a relative path taken relative to ``base_dir`` (the config file's
+        folder). The fleet reports their sha256 and refuses a bundle that expects others.
+        None by default; a plugin that loads such files overrides it."""
+        del base_dir
+        return {}
+
     @field_validator("topics")
     @classmethod
     def _check_filters(cls, topics: list[str]) -> list[str]:

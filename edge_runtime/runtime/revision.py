@@ -12,7 +12,6 @@ from importlib import metadata
 from pathlib import Path
 
 from edge_runtime import __version__
-from edge_runtime.camera.model_config import ModelConfig
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.fleet import Revision, image_info, sha256_file
 
@@ -47,10 +46,7 @@ def model_files(loaded: LoadedConfig) -> dict[str, Path]:
     """Model file name -> path, for every pipeline whose config loads a model."""
     found: dict[str, Path] = {}
     for pipeline in loaded.pipelines:
-        model = getattr(pipeline, "model", None)  # camera pipelines: a ModelConfig
-        if isinstance(model, ModelConfig):
-            path = model.resolved_path(loaded.base_dir)
-            found[path.name] = path
+        found.update(pipeline.weight_files(loaded.base_dir))
     return found
 
 
