@@ -3,6 +3,7 @@ containers: the figures `edge-runtime size` does not give (the site runtime with
 site.toml and event-time windows, both brokers' memory, the core receiver, NATS).
 
     .venv/bin/python containers/sizing/measure.py [--seconds 60] [--rate 300]
+    .venv/bin/python containers/sizing/measure.py --broker-queue [N]
 
 Starts a core broker, NATS JetStream, the core receiver (SQLite, forwarding to NATS, verifying
 signed uplink against a registry) and two sites (a persistent mosquitto each and
@@ -12,6 +13,10 @@ Auckland pedestrian counts into each site broker at ``--rate`` readings/s (the d
 EDGE_DRILL_RATE) for ``--seconds``. Every half second it reads each process's CPU time and
 resident set from /proc; it prints per process the mean cores over the feed, the busiest 5 s,
 the mean RSS and the peak (VmHWM), and the rates from the runtimes' /status.
+
+``--broker-queue`` measures instead what bounds the site broker's memory: a persistent QoS 1
+session (the runtime's) that is away while N Auckland readings are published (default: the
+max_queued_messages of containers/compose/site/mosquitto.conf, the most it queues).
 """
 
 from __future__ import annotations
@@ -30,11 +35,16 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
+import aiomqtt
+import orjson
+
 from edge_runtime.broker import MosquittoProcess, free_port, wait_port
 from edge_runtime.cli.feed import feed_akl
+from edge_runtime.datasets.akl import iter_readings
 
 HERE = Path(__file__).resolve().parent
 SITE_TOML = HERE.parent / "compose" / "site" / "site.toml"
+SITE_MOSQUITTO = HERE.parent / "compose" / "site" / "mosquitto.conf"
 TICK = os.sysconf("SC_CLK_TCK")
 EDGE = str(Path(sys.executable).parent / "edge-runtime")
 
@@ -209,11 +219,57 @@ def messages_in(doc: dict[str, object]) -> int:
     return int(n) if isinstance(n, int | float) else 0
 
 
+def max_queued() -> int:
+    for line in SITE_MOSQUITTO.read_text().splitlines():
+        if line.startswith("max_queued_messages "):
+            return int(line.split()[1])
+    raise RuntimeError(f"{SITE_MOSQUITTO} sets no max_queued_messages")
+
+
+def memory(pid: int) -> str:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return ", ".join(" ".join(x.split()) for x in status if x.startswith(("VmRSS", "VmHWM")))
+
+
+def broker_queue(n: int) -> int:
+    """The site broker's memory with ``n`` readings queued for the runtime's offline session."""
+    limit = max_queued()
+    with MosquittoProcess(persistence=True, extra_conf=f"max_queued_messages {limit}\n") as b:
+        print(f"site broker (max_queued_messages {limit}), empty: {memory(pid(b))}")
+
+        async def fill() -> None:
+            runtime = aiomqtt.Client("127.0.0.1", b.port, identifier="rt", clean_session=False)
+            async with runtime:
+                await runtime.subscribe("akl/ped/+/count", qos=1)
+            async with aiomqtt.Client("127.0.0.1", b.port, identifier="feed") as feed:
+                for sent, r in enumerate(iter_readings(), 1):
+                    payload = orjson.dumps({"value": r.value, "ts": r.ts})
+                    await feed.publish(f"akl/ped/{r.sensor}/count", payload, qos=1)
+                    if sent == n:
+                        return
+
+        asyncio.run(fill())
+        time.sleep(1)
+        print(f"{n:,} readings queued for the offline runtime: {memory(pid(b))}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="how long the feed runs")
     ap.add_argument("--rate", type=float, default=300.0, help="readings/s into each site")
+    ap.add_argument(
+        "--broker-queue",
+        type=int,
+        nargs="?",
+        const=-1,
+        metavar="N",
+        help="only the site broker's memory with N readings queued (default: its "
+        "max_queued_messages)",
+    )
     args = ap.parse_args()
+    if args.broker_queue is not None:
+        return broker_queue(args.broker_queue if args.broker_queue > 0 else max_queued())
     start = date(2019, 1, 1)
     end = start + timedelta(days=int(args.seconds * args.rate / (21 * 24)))
     with tempfile.TemporaryDirectory(prefix="edge-measure-") as tmp:
