@@ -14,6 +14,9 @@ EDGE_DRILL_RATE) for ``--seconds``. Every half second it reads each process's CP
 resident set from /proc; it prints per process the mean cores over the feed, the busiest 5 s,
 the mean RSS and the peak (VmHWM), and the rates from the runtimes' /status.
 
+``--core-outage S`` stops the core receiver 10 s into the feed for S seconds, as the drill's
+(b) does, so that the core broker queues and the receiver drains a backlog.
+
 ``--broker-queue`` measures instead what bounds the site broker's memory: a persistent QoS 1
 session (the runtime's) that is away while N Auckland readings are published (default: the
 max_queued_messages of containers/compose/site/mosquitto.conf, the most it queues).
@@ -73,11 +76,19 @@ class Watched:
 
     def figures(self, t0: float, t1: float) -> dict[str, float]:
         s = [x for x in self.samples if t0 <= x[0] <= t1]
+        if len(s) < 2:
+            return dict.fromkeys(("mean_cores", "busiest_5s_cores", "mean_rss_mb"), 0.0) | {
+                "peak_rss_mb": max((x[2] for x in s), default=0.0),
+                "vmhwm_mb": self.hwm_mb,
+            }
         mean_cores = (s[-1][1] - s[0][1]) / (s[-1][0] - s[0][0])
         busiest = max(
-            (b[1] - a[1]) / (b[0] - a[0])
-            for i, a in enumerate(s)
-            for b in s[i + 10 : i + 11]  # 10 samples: 5 s apart
+            (
+                (b[1] - a[1]) / (b[0] - a[0])
+                for i, a in enumerate(s)
+                for b in s[i + 10 : i + 11]  # 10 samples: 5 s apart
+            ),
+            default=mean_cores,
         )
         return {
             "mean_cores": mean_cores,
@@ -140,6 +151,7 @@ class Rig:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.brokers: list[MosquittoProcess] = []
         self.watched: list[Watched] = []
+        self.receiver: tuple[list[str], int, subprocess.Popen[bytes]] | None = None
 
     def broker(self, name: str, workdir: Path) -> MosquittoProcess:
         broker = MosquittoProcess(persistence=True, workdir=workdir)
@@ -178,7 +190,21 @@ class Rig:
         argv += [f"nats://127.0.0.1:{nats_port}", "--http-port", str(http)]
         proc = self.spawn("core receiver", argv, self.work / "core.log")
         wait_ready(http, proc, "the core receiver")
+        self.receiver = (argv, http, proc)
         return broker, http
+
+    def core_outage(self, after: float, seconds: float) -> None:
+        """Stops the core receiver ``after`` seconds for ``seconds`` (the drill's (b))."""
+        assert self.receiver is not None, "start the core first"
+        argv, http, proc = self.receiver
+        time.sleep(after)
+        print(f"stopping the core receiver for {seconds:g} s")
+        proc.terminate()
+        proc.wait(30)
+        time.sleep(seconds)
+        again = self.spawn("core receiver, restarted", argv, self.work / "core-2.log")
+        wait_ready(http, again, "the core receiver")
+        self.receiver = (argv, http, again)
 
     def site(self, site_id: str, core: int) -> tuple[MosquittoProcess, int]:
         """A site broker and runtime with the compose site.toml: (broker, ops port)."""
@@ -267,6 +293,16 @@ def main() -> int:
         help="only the site broker's memory with N readings queued (default: its "
         "max_queued_messages)",
     )
+    ap.add_argument(
+        "--core-outage",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="stop the core receiver 10 s into the feed for S seconds (the drill's 30 s)",
+    )
+    ap.add_argument(
+        "--settle", type=float, default=5.0, help="seconds measured after the feed ends"
+    )
     args = ap.parse_args()
     if args.broker_queue is not None:
         return broker_queue(args.broker_queue if args.broker_queue > 0 else max_queued())
@@ -293,13 +329,16 @@ def main() -> int:
                 async with asyncio.TaskGroup() as tg:
                     for _, broker, _ in sites:
                         tg.create_task(feed_akl("127.0.0.1", broker.port, start, end, args.rate))
+                    if args.core_outage:
+                        tg.create_task(asyncio.to_thread(rig.core_outage, 10, args.core_outage))
 
             asyncio.run(feed())
             t1 = time.monotonic()
             after = [status(ops) for _, _, ops in sites]
-            time.sleep(5)  # what the feed left queued
+            time.sleep(args.settle)  # what the feed left queued
             stop.set()
             sampler.join()
+            t2 = time.monotonic()
             core_status = status(core_http)
         finally:
             rig.stop()
@@ -316,7 +355,7 @@ def main() -> int:
         f"{'peak MiB':>9} {'VmHWM MiB':>9}"
     )
     for w in rig.watched:
-        f = w.figures(t0, t1 + 5)
+        f = w.figures(t0, t2)
         print(
             f"  {w.name:<24} {f['mean_cores']:>10.3f} {f['busiest_5s_cores']:>10.3f} "
             f"{f['mean_rss_mb']:>9.1f} {f['peak_rss_mb']:>9.1f} {f['vmhwm_mb']:>9.1f}"
