@@ -8,7 +8,8 @@ its retained desired topic ``edge/fleet/site/<site>/desired``. A bundle that arr
    cannot downgrade the site; a bundle seen before, e.g. the retained copy again after a
    reconnect, is ignored), the exact runtime version, the sha256 of every model file it names;
 3. laid over the local config (its managed tables replace the local ones) and validated by
-   the normal loader; a change only a restart can apply is refused too;
+   the normal loader; a change only a restart can apply is refused too (steps 1 to 3 are the
+   pure functions of :mod:`edge_runtime.runtime.fleet_checks`);
 4. applied without a restart (:mod:`edge_runtime.runtime.reload`), then given
    ``health_timeout_s`` to be healthy, or rolled back to what ran before.
 
@@ -22,15 +23,14 @@ every start, so a restarted site runs the bundle's config and serial;
 
 SIGHUP reloads the local config file the same way (a bundle's tables still win over it). Under
 fleet management a local change of the managed tables after a bundle was applied is reported
-as drift. Reloads run one at a time, in this agent's loop.
+as drift. Reloads run one at a time, in this agent's loop. The agent's report goes out in
+signed heartbeats (:mod:`edge_runtime.runtime.fleet_heartbeats`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -39,35 +39,32 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from edge_runtime import __version__
-from edge_runtime.config.loader import LoadedConfig, load_config, overlay_config
-from edge_runtime.errors import ConfigError, DecodeError, EdgeRuntimeError, TransportError
-from edge_runtime.fleet import Bundle, Heartbeat, Outcome, desired_topic, heartbeat_topic
-from edge_runtime.fleet.bundle import MANAGED_KEYS, managed_hash, open_bundle
+from edge_runtime.config.loader import LoadedConfig, load_config
+from edge_runtime.errors import ConfigError
+from edge_runtime.fleet import Bundle, Outcome, desired_topic
+from edge_runtime.fleet.bundle import MANAGED_KEYS, managed_hash
 from edge_runtime.identity import Sealer, load_identity, load_public_key
+from edge_runtime.runtime.fleet_checks import (
+    BundleRefused,
+    check_bundle,
+    check_restart,
+    check_serial,
+    open_checked,
+    overlay,
+)
+from edge_runtime.runtime.fleet_heartbeats import Heartbeats
 from edge_runtime.runtime.fleet_store import FleetStore
-from edge_runtime.runtime.reload import Handover, apply_config, restart_only, wait_healthy
-from edge_runtime.runtime.revision import model_hashes
+from edge_runtime.runtime.reload import Handover, apply_config, wait_healthy
 from edge_runtime.types import RawMessage
 
 if TYPE_CHECKING:  # the runtime makes its agent with itself; no import at run time
     from edge_runtime.runtime.site import SiteRuntime
 
-__all__ = ["BundleRefused", "FleetAgent"]
+__all__ = ["FleetAgent"]
 
 log = logging.getLogger(__name__)
 
 _LOCAL_HEALTH_TIMEOUT_S = 30.0  # SIGHUP without [fleet]
-_LINK_DOWN_RETRY_S = 0.5  # a heartbeat due while the core broker link is down waits this long
-_IGNORED_REASONS = frozenset({"plugin_error", "pipeline_isolated"})  # not input set aside
-
-
-class BundleRefused(EdgeRuntimeError):
-    """A bundle (or a local reload) was refused; ``reason`` is the short code."""
-
-    def __init__(self, reason: str, message: str) -> None:
-        self.reason = reason
-        super().__init__(f"{reason}: {message}")
 
 
 class FleetAgent:
@@ -82,11 +79,11 @@ class FleetAgent:
         self.site_id = local.site.site_id
         self.store = FleetStore(local.site.data_dir)
         self.operator: Ed25519PublicKey | None = None
-        self.sealer: Sealer | None = None
+        sealer: Sealer | None = None
         identity = local.site.identity
         if self.fleet is not None and identity is not None:
             self.operator = load_public_key(identity.dir / "operator.pub")
-            self.sealer = load_identity(identity.dir, self.site_id).sealer
+            sealer = load_identity(identity.dir, self.site_id).sealer
         self.bundle: Bundle | None = None
         self.last_serial = 0
         self.last_outcome: Outcome | None = None
@@ -95,12 +92,10 @@ class FleetAgent:
         self.drift: tuple[str, ...] = ()
         self.last_reload: dict[str, Any] = {}
         self.reloads: Counter[tuple[str, str]] = Counter()
-        self.heartbeats: Counter[str] = Counter()
+        self.heartbeats = Heartbeats(runtime, self, self.site_id, self.fleet, sealer)
         self._pending: bytes | None = None
         self._hup = False
         self._wake = asyncio.Event()
-        self._beat = asyncio.Event()
-        self._started = time.monotonic()
 
     # -- start -------------------------------------------------------------------------------
 
@@ -123,7 +118,7 @@ class FleetAgent:
             return self.local
         try:
             bundle = self._open(payload)
-            loaded = self._check(bundle)
+            loaded = check_bundle(bundle, self.local, self.fleet.group)
         except BundleRefused as exc:
             log.error(
                 "the persisted bundle %s is refused (%s); running the local config", path, exc
@@ -189,14 +184,14 @@ class FleetAgent:
     def wake(self) -> None:
         """The runtime is stopping: end the loops."""
         self._wake.set()
-        self._beat.set()
+        self.heartbeats.nudge()
 
     # -- the loops ---------------------------------------------------------------------------
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
-            if self.fleet is not None and self.sealer is not None:
-                tg.create_task(self._heartbeats(), name="fleet-heartbeats")
+            if self.fleet is not None and self.heartbeats.sealer is not None:
+                tg.create_task(self.heartbeats.run(), name="fleet-heartbeats")
             while not self.runtime.stopping:
                 await self._wake.wait()
                 self._wake.clear()
@@ -209,145 +204,28 @@ class FleetAgent:
                 if payload is not None and not self.runtime.stopping:
                     await self._take_bundle(payload)
 
-    async def _heartbeats(self) -> None:
-        while not self.runtime.stopping:
-            self._beat.clear()
-            interval = self.fleet_interval()  # a reload may change it
-            if not await self._send_heartbeat():  # the link is down: the first once it is up
-                interval = min(interval, _LINK_DOWN_RETRY_S)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._beat.wait(), interval)
-
-    def fleet_interval(self) -> float:
-        fleet = self.runtime.config.fleet or self.fleet
-        assert fleet is not None
-        return fleet.heartbeat_interval_s
-
-    async def _send_heartbeat(self) -> bool:
-        """Publish one heartbeat (QoS 1); False when the link to the core broker is down."""
-        link = self.runtime.uplink_link
-        assert self.sealer is not None
-        if link is None or not link.is_up:
-            return False
-        payload = self.heartbeat().seal(self.sealer)
-        try:
-            await link.publish(heartbeat_topic(self.site_id), payload, qos=1, timeout=10.0)
-        except TransportError as exc:
-            self.heartbeats["failed"] += 1
-            log.debug("heartbeat not sent: %s", exc)
-            return False
-        self.heartbeats["sent"] += 1
-        return True
-
-    def heartbeat(self) -> Heartbeat:
-        runtime, stats = self.runtime, self.runtime.stats
-        fleet = runtime.config.fleet or self.fleet
-        assert fleet is not None
-        backlog = 0
-        if runtime.uplink is not None:
-            backlog = int(runtime.uplink.stats().get("pending", 0))
-        rejected = sum(stats.ingest_dropped.values()) + sum(
-            n for (_, reason), n in stats.decode_errors.items() if reason not in _IGNORED_REASONS
-        )
-        return Heartbeat(
-            site=self.site_id,
-            group=fleet.group,
-            revision=runtime.revision,
-            managed_hash=managed_hash(runtime.loaded.raw),
-            running_serial=self.running_serial,
-            last_serial=self.last_serial,
-            last_outcome=self.last_outcome,
-            last_reason=self.last_reason,
-            drift=self.drift,
-            ready=runtime.ready()[0],
-            backlog=backlog,
-            rejected=rejected,
-            uptime_s=round(time.monotonic() - self._started, 3),
-            interval_s=fleet.heartbeat_interval_s,
-            extra={"last_reload": dict(self.last_reload)},
-        )
-
     # -- bundles -----------------------------------------------------------------------------
 
     def _open(self, payload: bytes) -> Bundle:
         assert self.operator is not None
-        try:
-            return open_bundle(payload, self.operator)
-        except DecodeError as exc:
-            raise BundleRefused(exc.reason, str(exc).removeprefix(f"{exc.reason}: ")) from exc
-
-    def _check(self, bundle: Bundle) -> LoadedConfig:
-        """Group, runtime version, config and model files of a verified bundle; the config
-        it makes with the local one. Raises :class:`BundleRefused`. Blocking (model files)."""
-        assert self.fleet is not None
-        if bundle.group != self.fleet.group:
-            raise BundleRefused(
-                "wrong_group",
-                f"the bundle is for group {bundle.group!r}, this site is in {self.fleet.group!r}",
-            )
-        if bundle.runtime_version != __version__:
-            raise BundleRefused(
-                "runtime_version",
-                f"the bundle needs runtime {bundle.runtime_version}, this site runs {__version__}",
-            )
-        try:
-            doc = bundle.document()
-        except DecodeError as exc:
-            raise BundleRefused("bad_config", str(exc).removeprefix("bad_config: ")) from exc
-        loaded = self._overlay(self.local, bundle, doc)
-        have = model_hashes(loaded)
-        for name, want in sorted(bundle.models.items()):
-            got = have.get(name)
-            if got is None:
-                raise BundleRefused(
-                    "model_missing", f"model {name}: no pipeline of the bundle's config loads it"
-                )
-            if got != want:
-                raise BundleRefused(
-                    "model_hash",
-                    f"model {name}: the local file's sha256 is {got}, the bundle wants {want}",
-                )
-        return loaded
-
-    @staticmethod
-    def _overlay(local: LoadedConfig, bundle: Bundle, doc: dict[str, Any]) -> LoadedConfig:
-        try:
-            return overlay_config(
-                local,
-                doc,
-                keys=MANAGED_KEYS,
-                source=f"bundle {bundle.serial} for group {bundle.group}",
-            )
-        except ConfigError as exc:
-            raise BundleRefused("bad_config", str(exc)) from exc
+        return open_checked(payload, self.operator)
 
     async def _take_bundle(self, payload: bytes) -> None:
         try:
             bundle = self._open(payload)
+            unseen = check_serial(bundle.serial, self.running_serial, self.last_serial)
         except BundleRefused as exc:
             await self._refused("bundle", None, exc)
             return
-        seen = max(self.running_serial, self.last_serial)
-        if bundle.serial in (self.running_serial, self.last_serial):
+        if not unseen:
             log.debug("bundle %d seen before; ignored", bundle.serial)
             return
-        if bundle.serial < seen:
-            await self._refused(
-                "bundle",
-                None,
-                BundleRefused(
-                    "stale_serial",
-                    f"serial {bundle.serial} is not above {seen}, the newest seen (an old "
-                    "bundle replayed, or a downgrade: the operator signs a new serial for a "
-                    "rollback)",
-                ),
-            )
-            return
+        assert self.fleet is not None
         self.last_serial = bundle.serial
         self._note("applying", f"bundle {bundle.serial}")
         try:
-            new = await asyncio.to_thread(self._check, bundle)
-            self._check_restart(new)
+            new = await asyncio.to_thread(check_bundle, bundle, self.local, self.fleet.group)
+            check_restart(self.runtime.loaded, new)
         except BundleRefused as exc:
             await self._refused("bundle", bundle, exc)
             return
@@ -363,14 +241,6 @@ class FleetAgent:
             await self._save_state()
         # "applying": the site stopped during the health wait; nothing is kept, so the next
         # start runs what ran before and takes the (retained) bundle again
-
-    def _check_restart(self, new: LoadedConfig) -> None:
-        fields = restart_only(self.runtime.loaded, new)
-        if fields:
-            raise BundleRefused(
-                "needs_restart",
-                f"{', '.join(fields)} change only at a restart; restart the site to apply them",
-            )
 
     async def _refused(self, source: str, bundle: Bundle | None, exc: BundleRefused) -> None:
         what = f"bundle {bundle.serial}" if bundle is not None else "a bundle"
@@ -434,13 +304,13 @@ class FleetAgent:
         if source == "bundle":
             self._note(outcome, reason)
         else:
-            self._beat.set()
+            self.heartbeats.nudge()
 
     def _note(self, outcome: Outcome, reason: str) -> None:
         changed = (outcome, reason) != (self.last_outcome, self.last_reason)
         self.last_outcome, self.last_reason = outcome, reason
         if changed:
-            self._beat.set()
+            self.heartbeats.nudge()
 
     # -- SIGHUP ------------------------------------------------------------------------------
 
@@ -451,8 +321,8 @@ class FleetAgent:
             fresh = await asyncio.to_thread(load_config, source, self.local.registry)
             new = fresh
             if self.bundle is not None:
-                new = self._overlay(fresh, self.bundle, self.bundle.document())
-            self._check_restart(new)
+                new = overlay(fresh, self.bundle, self.bundle.document())
+            check_restart(self.runtime.loaded, new)
         except (ConfigError, BundleRefused) as exc:
             refusal = (
                 exc if isinstance(exc, BundleRefused) else BundleRefused("bad_config", str(exc))
@@ -469,7 +339,7 @@ class FleetAgent:
             log.info("SIGHUP: %s", why)
             self.reloads[("sighup", "unchanged")] += 1
             self.last_reload = {"source": "sighup", "outcome": "unchanged", "reason": why}
-            self._beat.set()
+            self.heartbeats.nudge()
             return
         fleet = new.site.fleet or self.fleet
         health = fleet.health_timeout_s if fleet is not None else _LOCAL_HEALTH_TIMEOUT_S
@@ -496,7 +366,7 @@ class FleetAgent:
             self.drift = tuple(causes)
             for cause in causes:
                 log.warning("drift: %s", cause)
-            self._beat.set()
+            self.heartbeats.nudge()
 
     def status(self) -> dict[str, Any]:
         runtime = self.runtime
@@ -512,7 +382,7 @@ class FleetAgent:
             "drift": list(self.drift),
             "last_reload": self.last_reload,
             "reloads": {f"{s}:{o}": n for (s, o), n in sorted(self.reloads.items())},
-            "heartbeats": dict(self.heartbeats),
+            "heartbeats": dict(self.heartbeats.counts),
         }
 
     def collector(self) -> Collector:
@@ -545,6 +415,6 @@ class _FleetCollector(Collector):
             "Heartbeats by result (sent, failed).",
             labels=["result"],
         )
-        for result, n in sorted(agent.heartbeats.items()):
+        for result, n in sorted(agent.heartbeats.counts.items()):
             c.add_metric([result], n)
         yield c
