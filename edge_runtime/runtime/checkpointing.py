@@ -98,6 +98,11 @@ class Checkpointer:
         self._writing = asyncio.Lock()
         self._loaded: tuple[Checkpoint | None] | None = None
 
+    def reconfigure(self, config: CheckpointConfig) -> None:
+        """The ``[checkpoint]`` table after a reload (``interval_s`` is live): the checkpoint
+        loop and :meth:`status` read it from here."""
+        self.config = config
+
     def set_pipelines(self, pipelines: Sequence[Pipeline[Any]]) -> None:
         """The pipelines after a reload (under the emit lock): the next checkpoint holds the
         state of those that support it, and no longer that of pipelines a reload removed."""

@@ -162,6 +162,7 @@ class SiteRuntime:
             if slot.isolated is None:
                 self.stats.pipelines_isolated.pop(slot.name, None)
         if self.checkpointer is not None:
+            self.checkpointer.reconfigure(loaded.site.checkpoint)
             self.checkpointer.set_pipelines([slot.pipeline for slot in self.slots])
 
     def start_stream(self, slot: PipelineSlot) -> None:
@@ -362,7 +363,7 @@ class SiteRuntime:
         assert checkpointer is not None
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):  # the interval a reload may change
-                await asyncio.wait_for(self._stop.wait(), self.config.checkpoint.interval_s)
+                await asyncio.wait_for(self._stop.wait(), checkpointer.config.interval_s)
             if self._stop.is_set():
                 break
             try:
