@@ -136,8 +136,10 @@ class Summary:
     that ``(pipeline, key, window_start, window_end, kind, revision)`` identifies it for good.
     A window emitted again with a result that may differ from an earlier emission (after a
     crash that lost QoS 0 input, after a clean stop that flushed it half-way) also gets a
-    higher revision: two different results of one window never share an envelope id, and
-    the core keeps the highest revision (counting the others as superseded).
+    higher revision: two different results of one window never share an envelope id. The
+    core keeps the highest revision (counting the others as superseded), per part of the
+    window when ``attrs["part"]`` says the result is one part of it (see
+    :attr:`~edge_runtime.pipelines.api.RestoreInfo.part`).
     """
 
     pipeline: str

@@ -85,6 +85,7 @@ class WindowStore:
         self._names: list[str] = []
         self._incomplete_before: float | None = None  # windows starting earlier: flagged
         self._reemit: tuple[float, int] | None = None  # (before, floor): see raise_revisions
+        self._part: int | None = None  # this run's number when it emits windows as parts
 
     # -- public ----------------------------------------------------------------------------------
 
@@ -149,10 +150,12 @@ class WindowStore:
         return out
 
     def flush(self) -> list[Summary]:
-        """Close every open window now (shutdown)."""
+        """Close every open window now (shutdown). After :meth:`number_parts`, each is
+        flagged as a part: the next run may emit the rest of its readings."""
         out: list[Summary] = []
+        cut = self._part is not None
         for k in sorted(k for k in self._windows if k >= self._frontier):
-            out.extend(self._close(k, forced=False))
+            out.extend(self._close(k, forced=False, cut=cut))
             self._frontier = k + 1
         self._evict()
         out.sort(key=_emit_order)
@@ -301,7 +304,18 @@ class WindowStore:
         start = self._offset + k * self._hop
         return start, start + self._size
 
-    def _close(self, k: int, *, forced: bool) -> list[Summary]:
+    def _attrs(self, start: float, *, forced: bool = False, cut: bool = False) -> dict[str, Any]:
+        attrs: dict[str, Any] = {}
+        if forced:  # closed before the watermark reached its end: say so downstream
+            attrs["forced_close"] = True
+        if cut or (self._incomplete_before is not None and start < self._incomplete_before):
+            # input of this window may have been lost in a crash, or is in another part
+            attrs["incomplete"] = True
+            if self._part is not None:
+                attrs["part"] = self._part
+        return attrs
+
+    def _close(self, k: int, *, forced: bool, cut: bool = False) -> list[Summary]:
         window = self._windows[k]
         self._open -= window.nkeys
         keys, values = self._window_data(k)
@@ -309,11 +323,7 @@ class WindowStore:
         start, end = self._bounds(k)
         names, pipeline = self._names, self.pipeline
         pairs = zip(codes.tolist(), rows, strict=True)
-        attrs: dict[str, bool] = {}
-        if forced:  # closed before the watermark reached its end: say so downstream
-            attrs["forced_close"] = True
-        if self._incomplete_before is not None and start < self._incomplete_before:
-            attrs["incomplete"] = True  # input of this window may have been lost in a crash
+        attrs = self._attrs(start, forced=forced, cut=cut)
         floor = window.floor
         if floor:  # emitted again after a crash that lost input: above any earlier result
             out = [
@@ -348,18 +358,22 @@ class WindowStore:
             sel = np.isin(keys, wanted)
             codes, rows = grouped_stats(keys[sel], values[sel], self._stats)
             start, end = self._bounds(k)
+            attrs = self._attrs(start)
             for code, row in zip(codes.tolist(), rows, strict=True):
                 prior = window.revisions.get(code, 0 if seen[code] else -1)
                 revision = max(prior + 1, window.floor)
                 window.revisions[code] = revision
+                name = self._names[code]
                 if prior >= 0:
                     self._count("corrections_emitted", 1)
                     yield Summary(
-                        self.pipeline, self._names[code], start, end, row, "correction", revision
+                        self.pipeline, name, start, end, row, "correction", revision, dict(attrs)
                     )
                 else:  # the key had no summary for this window yet: this is its first
                     self._count("windows_emitted", 1)
-                    yield Summary(self.pipeline, self._names[code], start, end, row)
+                    yield Summary(
+                        self.pipeline, name, start, end, row, revision=revision, attrs=dict(attrs)
+                    )
 
     # -- state (checkpoints) ---------------------------------------------------------------------
 
@@ -435,6 +449,13 @@ class WindowStore:
         if self._reemit is not None and self._bounds(k)[0] < self._reemit[0]:
             window.floor = self._reemit[1]
         return window
+
+    def number_parts(self, part: int) -> None:
+        """Emit windows as *parts* numbered ``part`` (this run's start number; see
+        :attr:`~edge_runtime.pipelines.api.RestoreInfo.part`): :meth:`flush` flags what it
+        cuts, and every window flagged incomplete carries ``attrs["part"]``, so that the core
+        keeps it beside the other parts of its window."""
+        self._part = part
 
     def mark_incomplete_before(self, when: float) -> None:
         """Flag as possibly incomplete every window starting before event time ``when``."""

@@ -22,7 +22,10 @@ class CheckpointConfig(BaseModel):
         "persistent session (clean_start = false), the defaults; with another transport the "
         "checkpoint still carries open windows over clean restarts. Pipelines without the "
         "state API flush on a clean stop either way. false: a clean stop flushes open windows "
-        "as partial summaries and a crash loses them.",
+        "as partial summaries and a crash loses them; what a stop flushed and what the next "
+        "run emits of the same windows are then separate parts, each flagged incomplete with "
+        "attrs.part (the run's start number, counted in data_dir/checkpoint/starts) and its "
+        "own revision, which the core stores side by side.",
     )
     interval_s: float = Field(
         default=1.0,

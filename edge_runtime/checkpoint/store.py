@@ -23,7 +23,7 @@ import numpy.typing as npt
 from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.types import RawMessage
 
-__all__ = ["Checkpoint", "CheckpointError", "CheckpointFile", "fingerprints"]
+__all__ = ["Checkpoint", "CheckpointError", "CheckpointFile", "StartCounter", "fingerprints"]
 
 _MAGIC = b"EDGE-CHECKPOINT 1\n"
 _DIGEST = 32
@@ -134,21 +134,52 @@ class CheckpointFile:
 
     def write(self, checkpoint: Checkpoint) -> int:
         """Write durably (file and folder fsynced); returns the bytes written."""
-        self.folder.mkdir(parents=True, exist_ok=True)
         data = checkpoint.encode()
-        tmp = self.path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _replace_durably(self.path, data)
         return len(data)
+
+
+class StartCounter:
+    """``<data_dir>/checkpoint/starts``: how many times a site runtime started on this data
+    dir, kept whether checkpoints are on or off. A run that flushes open windows at a stop
+    numbers them with it (see :class:`~edge_runtime.pipelines.api.RestoreInfo`). ``bump``
+    blocks on fsync: run it in a thread."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "checkpoint" / "starts"
+
+    def bump(self) -> int:
+        """Count this start, durably; returns its number (1 for the first start). A file
+        that cannot be read raises :class:`CheckpointError`."""
+        try:
+            text = self.path.read_text(encoding="ascii").strip()
+        except FileNotFoundError:
+            text = "0"
+        if not text.isdigit():
+            raise CheckpointError(
+                f"{self.path} holds {text[:40]!r}, not a start count: remove the file only "
+                "if the core should take results emitted from now on as new windows"
+            )
+        n = int(text) + 1
+        _replace_durably(self.path, f"{n}\n".encode("ascii"))
+        return n
+
+
+def _replace_durably(path: Path, data: bytes) -> None:
+    """Write ``data`` beside ``path``, fsync, rename over it, fsync the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -5,7 +5,8 @@ already has (within the stream's duplicate window) and says so in its acknowledg
 envelope id is derived from the revision (and from the replay namespace, see
 :func:`edge_runtime.types.envelope_id`), so a correction or a re-emission of a window is a new
 message, never deduplicated against the earlier result: the stream holds every revision, and a
-consumer keeps the highest per window (``Envelope.window_id``), as the SQLite store does. A
+consumer keeps the highest per window and part (:func:`~edge_runtime.core.store.result_family`),
+as the SQLite store does. A
 batch is published pipelined (``publish_async``) and counts as stored once every
 acknowledgement is back; the server must sync each write to disk before acknowledging it
 (``jetstream { sync_interval: always }``, see :class:`~edge_runtime.core.config.NatsForwardConfig`).

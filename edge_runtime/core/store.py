@@ -9,6 +9,12 @@ envelopes keep their sequence numbers in ``superseded``, and duplicates theirs i
 ``merged_seqs`` (beside those a compaction merged), so that the gap accounting rebuilt after
 a restart never reports them missing.
 
+Parts: a result with ``attrs["part"]`` is one part of its window (a site that runs without
+checkpoints cuts the windows open at a stop, and the next run emits the rest; see
+:attr:`~edge_runtime.pipelines.api.RestoreInfo.part`). Revisions compete within one part
+only: the parts of a window are stored side by side (each flagged ``incomplete``), never
+one instead of another, so that their counts and sums add up to the window's.
+
 Each :meth:`SummaryStore.add` is one transaction; with ``synchronous="FULL"`` (the store of
 record) its COMMIT returns once the write-ahead log is fsynced, so what the core acknowledges
 survives a power cut. Sequence numbers a compacted summary stands for (``merged_seqs``) are
@@ -29,7 +35,7 @@ import orjson
 from edge_runtime.core.progress import SiteProgress
 from edge_runtime.types import Envelope
 
-__all__ = ["Added", "SiteProgress", "SummaryStore", "covered_seqs"]
+__all__ = ["Added", "SiteProgress", "SummaryStore", "covered_seqs", "result_family"]
 
 _IN_CHUNK = 500  # ids per "IN (...)" lookup (SQLite allows 32766 variables; keep it modest)
 
@@ -71,6 +77,12 @@ CREATE TABLE IF NOT EXISTS superseded (
 _WINDOW_INDEX = "CREATE INDEX IF NOT EXISTS summaries_window ON summaries (window)"
 _SUPERSEDED_INDEX = "CREATE INDEX IF NOT EXISTS superseded_id ON superseded (id)"
 
+
+def result_family(env: Envelope) -> str:
+    """What the revisions that replace one another share: the window id, and the part of
+    the window when the result is one (see the module docstring)."""
+    part = env.attrs.get("part")
+    return env.window_id if part is None else f"{env.window_id}/part/{part}"
 
 
 def covered_seqs(env: Envelope) -> list[int]:
@@ -121,7 +133,10 @@ class SummaryStore:
         try:
             self.db.executemany(
                 "UPDATE summaries SET window = ? WHERE rowid = ?",
-                [(Envelope.from_dict(orjson.loads(doc)).window_id, rowid) for rowid, doc in rows],
+                [
+                    (result_family(Envelope.from_dict(orjson.loads(doc))), rowid)
+                    for rowid, doc in rows
+                ],
             )
             self.db.execute("COMMIT")
         except BaseException:
@@ -169,7 +184,7 @@ class SummaryStore:
         envelopes = list(envelopes)
         seen = self.known(e.id for e in envelopes)
         candidates = [e for e in envelopes if e.id not in seen]
-        windows = {e.id: e.window_id for e in candidates}
+        windows = {e.id: result_family(e) for e in candidates}
         best = self._stored_revisions(set(windows.values()))
         out = Added()
         replace_windows: set[str] = set()

@@ -110,6 +110,13 @@ class RestoreInfo:
     may differ. Results of the restored state must then carry at least this revision, so that
     two different results of one window never share an envelope id (the core keeps the
     highest revision). It grows with every such restore."""
+    part: int = 0
+    """Set for :meth:`Pipeline.start_fresh` (no state carried over): this run's number on its
+    data dir (1 for the first start). A window an earlier run flushed half-way at a stop is
+    emitted again by this run with the readings it still gets: a second *part* of the
+    window. Each part is flagged ``incomplete`` and carries ``attrs["part"]`` (the number of
+    the run that emitted it); the core stores the parts of a window side by side, never one
+    instead of another, so their counts and sums add up to the window's."""
 
 
 class PipelineContext:
@@ -232,6 +239,17 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
         the runtime then starts the pipeline empty and says so."""
         del data, info
         raise NotImplementedError(f"{type(self).__name__} snapshots state but cannot restore it")
+
+    def start_fresh(self, info: RestoreInfo) -> None:
+        """Called before the first batch when no checkpoint carries this plugin's state into
+        the run (``[checkpoint] enabled = false``, or no :meth:`snapshot`), so that
+        :meth:`flush` cuts its open windows at every clean stop. ``info.part`` numbers this
+        run; ``info.maybe_lost_before`` is set (to the start time) when an earlier run on the
+        same data dir may have emitted part of a window that starts before it, with
+        ``info.reemit_revision`` above every revision that run used. A plugin that emits
+        windows should flag what it emits of those windows, and what :meth:`flush` cuts, as
+        parts (see :attr:`RestoreInfo.part`). The default does nothing."""
+        del info
 
     def gauges(self) -> dict[str, float]:
         """Point-in-time figures exported as ``edge_pipeline_gauge{pipeline, name}``."""

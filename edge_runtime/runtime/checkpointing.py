@@ -19,6 +19,13 @@ input) and the pipelines are asked to emit what they restored at revision
 that result and counts the earlier one superseded. With QoS 1 input nothing is lost; what is
 emitted again equals what was emitted before and keeps its id (the core drops the duplicate).
 
+Parts: a pipeline no checkpoint carries (checkpoints off, or no state API) is flushed at a
+clean stop, half-way through its open windows. Every start is counted in the data dir
+(:func:`fresh_start`, also with checkpoints off) and such pipelines are told the count
+(``Pipeline.start_fresh``): what they flush, and what they emit of windows that start before
+this start, are *parts* of those windows, flagged and numbered, at revision ``starts *
+REEMIT_REVISION_STRIDE`` or higher; the core keeps the parts of a window side by side.
+
 Dedupe: a checkpoint keeps the fingerprints (CRC-32 of topic and payload) of the QoS 1
 messages it counts whose PUBACK may not have reached the broker (those since the last
 acknowledgement that went out). A redelivery (DUP flag set) that matches one is not counted
@@ -38,7 +45,13 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.checkpoint import Checkpoint, CheckpointConfig, CheckpointFile, fingerprints
+from edge_runtime.checkpoint import (
+    Checkpoint,
+    CheckpointConfig,
+    CheckpointFile,
+    StartCounter,
+    fingerprints,
+)
 from edge_runtime.checkpoint.store import CheckpointError
 from edge_runtime.clock import Clock
 from edge_runtime.mqtt.config import BrokerConfig
@@ -46,7 +59,7 @@ from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.pipelines.api import Pipeline, RestoreInfo
 from edge_runtime.types import RawMessage
 
-__all__ = ["REEMIT_REVISION_STRIDE", "Checkpointer", "supports_state"]
+__all__ = ["REEMIT_REVISION_STRIDE", "Checkpointer", "fresh_start", "supports_state"]
 
 log = logging.getLogger(__name__)
 _dup = operator.attrgetter("dup")
@@ -60,6 +73,24 @@ checkpoint interval before a crash, so a result emitted again is above every ear
 def supports_state(pipeline: Pipeline[Any]) -> bool:
     """Whether a plugin implements the state API (overrides ``snapshot``)."""
     return type(pipeline).snapshot is not Pipeline.snapshot
+
+
+def fresh_start(data_dir: Path, now: float) -> RestoreInfo:
+    """Count this start on ``data_dir`` (durably: blocks on fsync, run it in a thread) and
+    say what it means for the pipelines no checkpoint carries over
+    (:meth:`Pipeline.start_fresh <edge_runtime.pipelines.api.Pipeline.start_fresh>`): after
+    an earlier start, a window starting before ``now`` may have been flushed half-way by
+    that run, so what this run emits of it is another part, at revision ``starts *
+    REEMIT_REVISION_STRIDE`` or higher (a new envelope id)."""
+    part = StartCounter(data_dir).bump()
+    earlier = part > 1
+    return RestoreInfo(
+        clean=True,
+        written_at=now,
+        maybe_lost_before=now if earlier else None,
+        reemit_revision=part * REEMIT_REVISION_STRIDE if earlier else 0,
+        part=part,
+    )
 
 
 class Checkpointer:
@@ -97,6 +128,11 @@ class Checkpointer:
         self._dirty = False
         self._writing = asyncio.Lock()
         self._loaded: tuple[Checkpoint | None] | None = None
+
+    def reconfigure(self, config: CheckpointConfig) -> None:
+        """The ``[checkpoint]`` table after a reload (``interval_s`` is live): the checkpoint
+        loop and :meth:`status` read it from here."""
+        self.config = config
 
     def set_pipelines(self, pipelines: Sequence[Pipeline[Any]]) -> None:
         """The pipelines after a reload (under the emit lock): the next checkpoint holds the

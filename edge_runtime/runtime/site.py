@@ -33,8 +33,8 @@ from edge_runtime.fleet import Revision
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
-from edge_runtime.pipelines.api import PipelineContext
-from edge_runtime.runtime.checkpointing import Checkpointer
+from edge_runtime.pipelines.api import PipelineContext, RestoreInfo
+from edge_runtime.runtime.checkpointing import Checkpointer, fresh_start
 from edge_runtime.runtime.dispatch import Dispatcher
 from edge_runtime.runtime.fleet_agent import FleetAgent
 from edge_runtime.runtime.links import site_link, start_brokers, uplink_link
@@ -96,6 +96,7 @@ class SiteRuntime:
         self.ops: OpsServer | None = None
         self._emit_lock = asyncio.Lock()  # pipeline calls + spool appends vs. snapshots
         self.checkpointer: Checkpointer | None = None
+        self.fresh: RestoreInfo | None = None  # this start, for pipelines started without state
         if self.config.checkpoint.enabled and source is None:
             self.checkpointer = Checkpointer(
                 self.config.checkpoint,
@@ -150,7 +151,9 @@ class SiteRuntime:
         self.loaded, self.config, self.revision = loaded, loaded.site, revision
         if self.uplink is not None:
             self.uplink.revise(loaded.config_hash, revision.id)
+        before = set(self.slots)
         self.dispatcher.set_slots(slots)
+        new = [slot for slot in self.slots if slot not in before]
         names = {slot.name for slot in self.slots}
         for name in set(self.stats.pipeline_events) - names:
             del self.stats.pipeline_events[name]
@@ -162,7 +165,24 @@ class SiteRuntime:
             if slot.isolated is None:
                 self.stats.pipelines_isolated.pop(slot.name, None)
         if self.checkpointer is not None:
+            self.checkpointer.reconfigure(loaded.site.checkpoint)
             self.checkpointer.set_pipelines([slot.pipeline for slot in self.slots])
+        self._start_fresh(new)
+
+    def _start_fresh(self, slots: Sequence[PipelineSlot]) -> None:
+        """Tell the pipelines among ``slots`` that no checkpoint carries (they are flushed at
+        a stop) which part of their windows this run emits (:meth:`Pipeline.start_fresh`)."""
+        info = self.fresh
+        if info is None:
+            return
+        stateful = set() if self.checkpointer is None else set(self.checkpointer.pipelines)
+        for slot in slots:
+            if slot.pipeline in stateful:
+                continue
+            try:
+                slot.pipeline.start_fresh(info)
+            except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the site
+                slot.failed("start_fresh", exc)
 
     def start_stream(self, slot: PipelineSlot) -> None:
         """Run a stream plugin's stage as a task of the runtime's group."""
@@ -274,7 +294,10 @@ class SiteRuntime:
                         manual_ack=manual_ack,
                     )
                 )
-            if checkpointer is not None:  # input waits in the queue until this is done
+            if self._source is None:  # input waits in the queue until this is done
+                self.fresh = await asyncio.to_thread(fresh_start, cfg.data_dir, self.clock.time())
+                self._start_fresh(self.slots)
+            if checkpointer is not None:
                 await checkpointer.restore_at_start(self.site_link, self._emit_lock)
             log.info(
                 "site %s running %d pipeline(s): %s",
@@ -362,7 +385,7 @@ class SiteRuntime:
         assert checkpointer is not None
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):  # the interval a reload may change
-                await asyncio.wait_for(self._stop.wait(), self.config.checkpoint.interval_s)
+                await asyncio.wait_for(self._stop.wait(), checkpointer.config.interval_s)
             if self._stop.is_set():
                 break
             try:

@@ -76,6 +76,13 @@ class WindowPipeline(Pipeline[WindowConfig]):
                 self.store.raise_revisions(info.reemit_revision, info.maybe_lost_before)
         return dropped
 
+    def start_fresh(self, info: RestoreInfo) -> None:
+        self.store.number_parts(info.part)
+        if info.maybe_lost_before is not None:
+            self.store.mark_incomplete_before(info.maybe_lost_before)
+            if info.reemit_revision:
+                self.store.raise_revisions(info.reemit_revision, info.maybe_lost_before)
+
     def gauges(self) -> dict[str, float]:
         return self.store.gauges(self.context.clock.time())
 

@@ -74,3 +74,33 @@ def test_without_a_raise_a_state_emits_revision_zero_as_before() -> None:
     restored.restore(data, table2, table2.names, T0 + 2)
     out = restored.add(batch(table2, [("a", 2.0, T0 + 61)]), T0 + 61)
     assert [(s.revision, s.stats["count"]) for s in out] == [(0, 1)]
+
+
+def test_without_checkpoints_a_stop_cuts_windows_into_numbered_parts() -> None:
+    """Checkpoints off: run 1 flushes its open window at a stop as part 1; run 2 emits the
+    rest of that window as part 2 at a revision above run 1's, both flagged incomplete.
+    Windows that start after run 2 started are whole: no flag, revision 0."""
+    table = KeyTable()
+    run1 = store(table)
+    run1.number_parts(1)
+    closed = run1.add(batch(table, [("a", 1.0, T0 + 1), ("a", 2.0, T0 + 61)]), T0 + 61)
+    assert [(s.window_start, s.revision, dict(s.attrs)) for s in closed] == [(T0, 0, {})]
+    cut = run1.flush()
+    assert [(s.window_start, s.revision, s.stats["count"]) for s in cut] == [(T0 + 60, 0, 1)]
+    assert dict(cut[0].attrs) == {"incomplete": True, "part": 1}
+
+    table2 = KeyTable()
+    run2 = store(table2)
+    run2.number_parts(2)
+    run2.mark_incomplete_before(T0 + 90)
+    run2.raise_revisions(2000, T0 + 90)
+    rest = run2.add(batch(table2, [("a", 3.0, T0 + 95), ("a", 4.0, T0 + 125)]), T0 + 125)
+    assert [(s.window_start, s.revision, s.stats["count"]) for s in rest] == [(T0 + 60, 2000, 1)]
+    assert dict(rest[0].attrs) == {"incomplete": True, "part": 2}
+    # a late reading corrects part 2 within part 2
+    late = run2.add(batch(table2, [("a", 5.0, T0 + 70)]), T0 + 126)
+    assert [(s.kind, s.revision, dict(s.attrs)) for s in late] == [
+        ("correction", 2001, {"incomplete": True, "part": 2})
+    ]
+    whole = run2.add(batch(table2, [("a", 6.0, T0 + 185)]), T0 + 185)
+    assert [(s.window_start, s.revision, dict(s.attrs)) for s in whole] == [(T0 + 120, 0, {})]

@@ -73,9 +73,7 @@ def test_the_store_keeps_the_highest_revision_and_counts_the_rest(tmp_path: Path
     assert [e.seq for e in added.stale] == [4] and not added.stored
 
     # several revisions in one call: only the highest is stored
-    added = store.add(
-        [envelope(5, 10, window=60.0), envelope(6, 11, revision=1, window=60.0)], 5.0
-    )
+    added = store.add([envelope(5, 10, window=60.0), envelope(6, 11, revision=1, window=60.0)], 5.0)
     assert [e.seq for e in added.stored] == [6] and [e.seq for e in added.stale] == [5]
 
     # a replayed result of window 0 is a window of its own: stored beside the live one
@@ -171,3 +169,32 @@ def test_the_spool_gives_replayed_summaries_the_ids_the_core_expects() -> None:
     live = SiteWrap("s1", 1.7e9, "t", "h")(summary, 1)
     replay = SiteWrap("s1", 1.7e9, "t", "h", replayed=True)(summary, 2)
     assert live.id != replay.id and live.window_id != replay.window_id
+
+
+def test_the_parts_of_a_window_are_stored_side_by_side(tmp_path: Path) -> None:
+    """A site without checkpoints cuts a window at a stop and emits the rest after the
+    restart: two parts, each flagged incomplete with the number of the run that emitted it.
+    Neither replaces the other; a higher revision replaces within its own part only."""
+
+    def part(seq: int, count: int, revision: int, run: int) -> Envelope:
+        attrs = {"incomplete": True, "part": run}
+        summary = Summary("p", "k", 0.0, 60.0, {"count": count}, revision=revision, attrs=attrs)
+        return Envelope.wrap(
+            summary, site="s1", seq=seq, created_at=1.7e9 + seq, version="t", config_hash="h"
+        )
+
+    store = SummaryStore(tmp_path / "core.db", synchronous="NORMAL")
+    store.add([envelope(1, 5, window=60.0)], 1.0)  # another window, whole
+    cut = part(2, 20, 0, 1)
+    rest = part(3, 13, 2000, 2)
+    assert cut.id != rest.id and cut.window_id == rest.window_id
+    added = store.add([cut, rest], 2.0)
+    assert [e.seq for e in added.stored] == [2, 3] and not added.stale and not added.replaced
+    # a correction of the second part replaces that part only
+    added = store.add([part(4, 14, 2001, 2)], 3.0)
+    assert [e.seq for e in added.stored] == [4] and added.replaced == [("s1", 3)]
+    counts = sorted(e.stats["count"] for e in store.envelopes() if e.window_start == 0.0)
+    assert counts == [14, 20]  # together the window's 34 readings
+    assert store.superseded("s1") == 1
+    assert store.progress()["s1"].gaps == []
+    store.close()

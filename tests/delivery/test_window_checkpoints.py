@@ -57,6 +57,7 @@ def config(
     *,
     qos: int = 1,
     size_s: float = SIZE_S,
+    checkpoints: bool = True,
 ) -> SiteFiles:
     path, data_dir, http_port = workdir / "site.toml", workdir / "site", free_port()
     path.write_text(
@@ -71,7 +72,7 @@ reconnect_min_s = 0.05
 reconnect_max_s = 0.5
 
 [checkpoint]
-enabled = true
+enabled = {str(checkpoints).lower()}
 interval_s = 0.5
 
 [ingest]
@@ -204,8 +205,12 @@ async def cycle_under_load(
     cycles: int,
     kill: bool,
     qos: int = 1,
-) -> tuple[Comparison, dict[str, object]]:
-    files = config(tmp_path, site_broker, core_broker, qos=qos)
+    checkpoints: bool = True,
+) -> tuple[Comparison, dict[str, object], list[Envelope], dict[tuple[str, float], dict]]:
+    """Run the site under load with ``cycles`` restarts (SIGKILL or SIGTERM); return the
+    comparison of the latest revisions with the publisher's log, the figures, the envelopes
+    stored at the core and the publisher's windows."""
+    files = config(tmp_path, site_broker, core_broker, qos=qos, checkpoints=checkpoints)
     db = tmp_path / "core.db"
     rng = random.Random(11)
     with Processes(tmp_path) as procs:
@@ -263,9 +268,11 @@ async def cycle_under_load(
         "seqs beyond those numbered": seqs.beyond_accepted,
         "duplicates at the core": core_status["duplicates"],
         "summaries acked by the core": uplink["core_acked"],
-        "redeliveries recognised (last run)": site_status["checkpoint"]["redelivered_dropped"],
+        "redeliveries recognised (last run)": site_status["checkpoint"].get(
+            "redelivered_dropped", "-"
+        ),
     }
-    return result, info
+    return result, info, envs, want
 
 
 def assert_no_false_gaps(info: dict[str, object]) -> None:
@@ -281,7 +288,7 @@ def assert_no_false_gaps(info: dict[str, object]) -> None:
 async def test_sigterm_restarts_under_load_keep_windows_exact(
     persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
 ) -> None:
-    result, info = await cycle_under_load(
+    result, info, _, _ = await cycle_under_load(
         tmp_path, persistent_site_broker, core_broker, cycles=20, kill=False
     )
     figures("(a) 20 SIGTERM restarts under load, QoS 1", **info)
@@ -295,7 +302,7 @@ async def test_sigterm_restarts_under_load_keep_windows_exact(
 async def test_sigkills_under_load_keep_windows_exact(
     persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
 ) -> None:
-    result, info = await cycle_under_load(
+    result, info, _, _ = await cycle_under_load(
         tmp_path, persistent_site_broker, core_broker, cycles=20, kill=True
     )
     figures("(b) 20 SIGKILLs at random moments under load, QoS 1", **info)
@@ -312,7 +319,7 @@ async def test_qos0_sigkills_flag_what_may_be_incomplete(
     """(c) QoS 0 input, which no broker redelivers: after each kill the windows that may have
     lost input are flagged in their envelope; every window not flagged is exact. Readings sent
     while the site was down are lost for good, so whole windows may be missing (counted)."""
-    result, info = await cycle_under_load(
+    result, info, _, _ = await cycle_under_load(
         tmp_path, persistent_site_broker, core_broker, cycles=5, kill=True, qos=0
     )
     figures("(c) 5 SIGKILLs at random moments under load, QoS 0", **info)
@@ -383,3 +390,115 @@ async def test_a_changed_window_size_reports_what_it_dropped(
     # 4 s windows that miss the dropped readings are flagged; all the others are exact
     assert after_size.wrong_unflagged == [] and after_size.incomplete_flagged > 0
     assert after_size.exact > 0
+
+
+@dataclass
+class Parts:
+    """The results at the core grouped by window: a window a restart cut in parts (checkpoints
+    off) is stored as several results, one per part, each flagged incomplete."""
+
+    windows: int
+    whole: int
+    """windows with one result, not flagged, equal to the publisher's log"""
+    flagged_whole: int
+    """windows with one result, flagged incomplete (a stop cut them, or they started before
+    a restart, but all their readings went to one run)"""
+    cut: int
+    """windows stored in several parts"""
+    parts: int
+    merged_wrong: list[str]
+    """windows whose parts together differ from the publisher's log"""
+    unflagged_wrong: list[str]
+    """results not flagged incomplete that differ from the publisher's log"""
+    unflagged_parts: list[str]
+    """results of a window in several parts that are not flagged incomplete"""
+    missing: list[tuple[str, float]]
+
+
+def compare_parts(envs: list[Envelope], want: dict[tuple[str, float], dict]) -> Parts:
+    by_window: dict[tuple[str, float], list[Envelope]] = defaultdict(list)
+    for env in envs:
+        by_window[(env.key, env.window_start)].append(env)
+    whole = flagged_whole = cut = parts = 0
+    merged_wrong: list[str] = []
+    unflagged_wrong: list[str] = []
+    unflagged_parts: list[str] = []
+    for k, results in by_window.items():
+        stats = [{s: env.stats[s] for s in ("count", "sum", "min", "max")} for env in results]
+        merged = {
+            "count": sum(s["count"] for s in stats),
+            "sum": sum(s["sum"] for s in stats),
+            "min": min(s["min"] for s in stats),
+            "max": max(s["max"] for s in stats),
+        }
+        if merged != want.get(k):
+            merged_wrong.append(f"{k}: parts {stats}, publisher {want.get(k)}")
+        for env, got in zip(results, stats, strict=True):
+            flagged = bool(env.attrs.get("incomplete"))
+            if not flagged and got != want.get(k):
+                unflagged_wrong.append(f"{k}: core {got}, publisher {want.get(k)}")
+            if len(results) > 1 and not flagged:
+                unflagged_parts.append(f"{k}: revision {env.revision}, attrs {env.attrs}")
+        if len(results) > 1:
+            cut += 1
+            parts += len(results)
+        elif results[0].attrs.get("incomplete"):
+            flagged_whole += 1
+        elif stats[0] == want.get(k):
+            whole += 1
+    missing = sorted(set(want) - set(by_window))
+    return Parts(
+        len(by_window),
+        whole,
+        flagged_whole,
+        cut,
+        parts,
+        merged_wrong,
+        unflagged_wrong,
+        unflagged_parts,
+        missing,
+    )
+
+
+async def test_sigterm_restarts_without_checkpoints_keep_every_part(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """(e) Checkpoints off: a clean stop flushes the open windows half-way and the next run
+    emits the rest of their readings. Each part is flagged incomplete and numbered by the run
+    that emitted it (a new revision, so a new envelope id): the core stores the parts side by
+    side, none dropped as a duplicate of another, and together they equal the publisher's
+    log. Every window stored whole is exact."""
+    _, info, envs, want = await cycle_under_load(
+        tmp_path,
+        persistent_site_broker,
+        core_broker,
+        cycles=10,
+        kill=False,
+        checkpoints=False,
+    )
+    result = compare_parts(envs, want)
+    figures(
+        "(e) 10 SIGTERM restarts under load, QoS 1, checkpoints off",
+        **{
+            "readings published (logged)": info["readings published (logged)"],
+            "windows expected": len(want),
+            "windows at the core": result.windows,
+            "stored whole and exact": result.whole,
+            "stored whole, flagged incomplete": result.flagged_whole,
+            "stored in parts (cut by a stop)": result.cut,
+            "  parts stored": result.parts,
+            "parts together not exact": len(result.merged_wrong),
+            "wrong and not flagged": len(result.unflagged_wrong),
+            "parts not flagged": len(result.unflagged_parts),
+            "missing": len(result.missing),
+            "duplicates at the core": info["duplicates at the core"],
+            "superseded at the core": info["  of superseded revisions"],
+            "seq gaps at the core": info["seq gaps at the core"],
+        },
+    )
+    assert result.merged_wrong == []
+    assert result.missing == []
+    assert result.unflagged_wrong == []
+    assert result.unflagged_parts == []
+    assert result.cut > 0  # 10 stops under load cut windows open
+    assert_no_false_gaps(info)

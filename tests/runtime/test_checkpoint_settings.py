@@ -1,0 +1,57 @@
+"""What a site start and a reload tell the checkpoints, without processes: the start count
+kept in the data dir whether checkpoints are on or off, and the live checkpoint interval."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.checkpoint import StartCounter
+from edge_runtime.checkpoint.store import CheckpointError
+from edge_runtime.config.loader import parse_config
+from edge_runtime.runtime.checkpointing import REEMIT_REVISION_STRIDE, fresh_start
+from edge_runtime.runtime.revision import site_revision
+from edge_runtime.runtime.site import SiteRuntime
+
+PIPELINES = """
+[[pipelines]]
+type = "windows"
+name = "temp"
+topics = ["sensors/+/temp"]
+decode = { format = "json", key = "topic:1" }
+"""
+
+
+def _site(data_dir: Path, interval_s: float) -> str:
+    return (
+        f'site_id = "s1"\ndata_dir = "{data_dir}"\n'
+        f"[checkpoint]\ninterval_s = {interval_s}\n" + PIPELINES
+    )
+
+
+def test_status_shows_the_interval_a_reload_set(tmp_path: Path) -> None:
+    runtime = SiteRuntime(parse_config(_site(tmp_path / "site", 1.0)))
+    assert runtime.status()["checkpoint"]["interval_s"] == 1.0
+    reloaded = parse_config(_site(tmp_path / "site", 0.25))
+    runtime.install(reloaded, runtime.slots, site_revision(reloaded))
+    assert runtime.checkpointer is not None
+    assert runtime.checkpointer.config.interval_s == 0.25  # what the checkpoint loop waits
+    assert runtime.status()["checkpoint"]["interval_s"] == 0.25
+
+
+def test_each_start_is_counted_durably_and_raises_the_revision_floor(tmp_path: Path) -> None:
+    first = fresh_start(tmp_path, 100.0)
+    assert (first.part, first.maybe_lost_before, first.reemit_revision) == (1, None, 0)
+    second = fresh_start(tmp_path, 200.0)
+    assert (second.part, second.maybe_lost_before) == (2, 200.0)
+    assert second.reemit_revision == 2 * REEMIT_REVISION_STRIDE
+    assert StartCounter(tmp_path).path.read_text(encoding="ascii") == "2\n"
+
+
+def test_a_damaged_start_count_is_refused(tmp_path: Path) -> None:
+    counter = StartCounter(tmp_path)
+    counter.path.parent.mkdir(parents=True)
+    counter.path.write_text("garbage", encoding="ascii")
+    with pytest.raises(CheckpointError, match="not a start count"):
+        counter.bump()
