@@ -11,7 +11,7 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aiomqtt
 import pytest
@@ -94,6 +94,35 @@ tick_interval_s = 0.2
 
 {pipelines}
 """
+
+
+class Background:
+    """A test's loop (a publisher, a feed) run as a task for the length of an ``async with``.
+    Subclasses set ``_stop`` (an :class:`asyncio.Event` their ``_run`` checks) and
+    ``task_name``; :meth:`stop` lets the loop finish its round, leaving the block cancels it."""
+
+    task_name = "test-loop"
+    _stop: asyncio.Event
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+        return self
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
 
 class RunningSite:

@@ -29,6 +29,7 @@ import orjson
 
 from edge_runtime.broker import MosquittoProcess, free_port
 from edge_runtime.core.store import SummaryStore
+from tests.support import Background
 
 ROOT = Path(__file__).resolve().parents[2]
 SITE_ID = "akl-queen-st"
@@ -262,9 +263,11 @@ async def wait_drained(site: Proc, timeout: float = 90.0) -> dict[str, Any]:
         await asyncio.sleep(0.5)
 
 
-class Feed:
+class Feed(Background):
     """Publishes real-shaped pedestrian readings (QoS 1, event time now) to the site broker:
     every stream gets a reading each ``period_s``; survives the site broker's absence."""
+
+    task_name = "delivery-feed"
 
     def __init__(self, port: int, period_s: float = 0.2) -> None:
         self.port = port
@@ -285,22 +288,6 @@ class Feed:
                 spent = time.monotonic() - started
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), max(0.0, self.period_s - spent))
-
-    async def __aenter__(self) -> Feed:
-        self._task = asyncio.create_task(self._run(), name="delivery-feed")
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def spool_accepted(data_dir: Path) -> int:

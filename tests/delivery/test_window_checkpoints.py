@@ -35,6 +35,7 @@ from tests.delivery.harness import (
     wait_drained,
     wait_ready,
 )
+from tests.support import Background
 
 pytestmark = pytest.mark.slow
 
@@ -109,9 +110,11 @@ stats = ["count", "sum", "min", "max"] }}
 
 
 @dataclass
-class Publisher:
+class Publisher(Background):
     """Publishes one reading per key every ``period_s``; logs those the broker acknowledged
     (QoS 1: after the PUBACK; QoS 0: after the write)."""
+
+    task_name = "lanes-feed"
 
     port: int
     qos: int = 1
@@ -131,22 +134,6 @@ class Publisher:
                     self.log.append((key, ts, value))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), self.period_s)
-
-    async def __aenter__(self) -> Publisher:
-        self._task = asyncio.create_task(self._run(), name="lanes-feed")
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def expected(log: list[tuple[str, float, float]], size_s: float) -> dict[tuple[str, float], dict]:

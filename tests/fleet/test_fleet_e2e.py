@@ -50,6 +50,7 @@ from tests.delivery.harness import (
     wait_ready,
 )
 from tests.fleet.peers import provisioned, secured_broker, tamper
+from tests.support import Background
 
 pytestmark = pytest.mark.slow
 
@@ -146,9 +147,11 @@ wave_timeout_s = 90
     return path
 
 
-class Readings:
+class Readings(Background):
     """Publishes a reading per key every PERIOD_S (QoS 1, event time now) to the site
     broker, and keeps what it sent: (key, window start) -> readings."""
+
+    task_name = "fleet-e2e-feed"
 
     def __init__(self, port: int) -> None:
         self.port = port
@@ -172,22 +175,6 @@ class Readings:
                         await client.publish(f"city/extra/{key}/count", orjson.dumps(doc), qos=1)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), PERIOD_S)
-
-    async def __aenter__(self) -> Readings:
-        self._task = asyncio.create_task(self._run(), name="fleet-e2e-feed")
-        return self
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
 
 
 def cli(*args: str) -> str:
