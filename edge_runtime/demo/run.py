@@ -71,6 +71,9 @@ class DemoReport:
     missing_seqs: list[tuple[int, int]] = field(default_factory=list)
     outage_s: float = 0.0
     backlog_sent: int = 0
+    open_at_stop: int = 0
+    """(key, window) pairs still open when the site stopped"""
+    checkpointed: bool = True
     elapsed_s: float = 0.0
 
     @property
@@ -95,6 +98,12 @@ class DemoReport:
             f"   ({self.backlog_sent:,} as backlog after the outage)",
             f"  summaries stored at core    {self.core_received:>12,}"
             f"   ({self.core_duplicates:,} duplicates dropped)",
+            f"  windows open at the stop    {self.open_at_stop:>12,}   "
+            + (
+                "(kept in the checkpoint for the next start: not summaries yet)"
+                if self.checkpointed
+                else "(flushed as partial summaries at the stop)"
+            ),
             f"  lost across the {self.outage_s:.0f} s outage {self.lost:>8,}"
             f"   (sequence gaps at the core: {self.missing_seqs or 'none'})",
             f"  bytes in / bytes out        {self.bytes_in:>12,} / {self.uplink_bytes:,}"
@@ -334,6 +343,10 @@ def _fill(
     report.core_received = progress.received if progress else 0
     report.core_duplicates = progress.duplicates if progress else 0
     report.missing_seqs = list(progress.gaps) if progress else []
+    report.open_at_stop = int(
+        sum(slot.pipeline.gauges().get("open_windows", 0.0) for slot in site.slots)
+    )
+    report.checkpointed = site.config.checkpoint.enabled
     report.elapsed_s = time.monotonic() - started
 
 
