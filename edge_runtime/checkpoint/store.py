@@ -148,13 +148,16 @@ class StartCounter:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "checkpoint" / "starts"
 
-    def bump(self) -> int:
+    def bump(self, *, used_before: bool = False) -> int:
         """Count this start, durably; returns its number (1 for the first start). A file
-        that cannot be read raises :class:`CheckpointError`."""
+        that cannot be read raises :class:`CheckpointError`. Without the file, ``used_before``
+        (a runtime already ran on this data dir: a release that did not count starts) counts
+        that earlier run, so this start is number 2: what it emits of windows the earlier run
+        may have flushed half-way goes out as another part, under other ids."""
         try:
             text = self.path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
-            text = "0"
+            text = "1" if used_before else "0"
         if not text.isdigit():
             raise CheckpointError(
                 f"{self.path} holds {text[:40]!r}, not a start count: remove the file only "

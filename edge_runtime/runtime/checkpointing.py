@@ -75,14 +75,15 @@ def supports_state(pipeline: Pipeline[Any]) -> bool:
     return type(pipeline).snapshot is not Pipeline.snapshot
 
 
-def fresh_start(data_dir: Path, now: float) -> RestoreInfo:
+def fresh_start(data_dir: Path, now: float, *, used_before: bool = False) -> RestoreInfo:
     """Count this start on ``data_dir`` (durably: blocks on fsync, run it in a thread) and
     say what it means for the pipelines no checkpoint carries over
     (:meth:`Pipeline.start_fresh <edge_runtime.pipelines.api.Pipeline.start_fresh>`): after
     an earlier start, a window starting before ``now`` may have been flushed half-way by
     that run, so what this run emits of it is another part, at revision ``starts *
-    REEMIT_REVISION_STRIDE`` or higher (a new envelope id)."""
-    part = StartCounter(data_dir).bump()
+    REEMIT_REVISION_STRIDE`` or higher (a new envelope id). ``used_before``: a runtime ran on
+    ``data_dir`` before (see :meth:`StartCounter.bump`)."""
+    part = StartCounter(data_dir).bump(used_before=used_before)
     earlier = part > 1
     return RestoreInfo(
         clean=True,

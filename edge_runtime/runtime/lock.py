@@ -4,6 +4,8 @@ Two processes on one data dir would share a spool and sequence numbers and, wors
 the brokers with the same client ids and take each other's sessions. The lock is an advisory
 ``flock`` on ``<data_dir>/site.lock`` (released by the kernel when the process dies, so a
 ``kill -9`` leaves nothing stale behind); the file holds the owner's pid for the error message.
+The file stays after a stop, so :attr:`DataDirLock.used_before` tells whether a runtime ran on
+this data dir before.
 """
 
 from __future__ import annotations
@@ -24,9 +26,12 @@ class DataDirLock:
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "site.lock"
         self._fd: int | None = None
+        self.used_before = False
+        """whether the lock file was there before this process took it (a runtime ran here)"""
 
     def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.used_before = self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

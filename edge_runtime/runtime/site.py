@@ -246,7 +246,7 @@ class SiteRuntime:
     async def run(self) -> None:
         cfg = self.config
         async with AsyncExitStack() as stack:
-            stack.enter_context(DataDirLock(cfg.data_dir))  # before anything connects
+            lock = stack.enter_context(DataDirLock(cfg.data_dir))  # before anything connects
             site_broker, uplink_broker = await start_brokers(stack, cfg)
             self.uplink_link = uplink_link(
                 cfg,
@@ -295,7 +295,9 @@ class SiteRuntime:
                     )
                 )
             if self._source is None:  # input waits in the queue until this is done
-                self.fresh = await asyncio.to_thread(fresh_start, cfg.data_dir, self.clock.time())
+                self.fresh = await asyncio.to_thread(
+                    fresh_start, cfg.data_dir, self.clock.time(), used_before=lock.used_before
+                )
                 self._start_fresh(self.slots)
             if checkpointer is not None:
                 await checkpointer.restore_at_start(self.site_link, self._emit_lock)

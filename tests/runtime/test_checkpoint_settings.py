@@ -11,6 +11,7 @@ from edge_runtime.checkpoint import StartCounter
 from edge_runtime.checkpoint.store import CheckpointError
 from edge_runtime.config.loader import parse_config
 from edge_runtime.runtime.checkpointing import REEMIT_REVISION_STRIDE, fresh_start
+from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.site import SiteRuntime
 
@@ -47,6 +48,21 @@ def test_each_start_is_counted_durably_and_raises_the_revision_floor(tmp_path: P
     assert (second.part, second.maybe_lost_before) == (2, 200.0)
     assert second.reemit_revision == 2 * REEMIT_REVISION_STRIDE
     assert StartCounter(tmp_path).path.read_text(encoding="ascii") == "2\n"
+
+
+def test_a_data_dir_used_before_starts_were_counted_counts_that_run(tmp_path: Path) -> None:
+    """After an upgrade from a release without the start count, the first start is not taken
+    for the first run on the data dir: what it emits of windows the earlier run may have
+    flushed goes out as another part, not under the ids of that run's results."""
+    with DataDirLock(tmp_path) as lock:
+        assert not lock.used_before  # a new data dir
+    with DataDirLock(tmp_path) as lock:
+        assert lock.used_before  # the lock file stays after a stop
+        info = fresh_start(tmp_path, 300.0, used_before=lock.used_before)
+    assert (info.part, info.maybe_lost_before) == (2, 300.0)
+    assert info.reemit_revision == 2 * REEMIT_REVISION_STRIDE
+    again = fresh_start(tmp_path, 400.0, used_before=True)  # the count is kept from now on
+    assert again.part == 3
 
 
 def test_a_damaged_start_count_is_refused(tmp_path: Path) -> None:
