@@ -154,6 +154,11 @@ def _merged_envelope(parts: Sequence[_Part], merge: MergeFn) -> Envelope:
         ident.update(b"\x1f")
     attrs = dict(first.attrs)
     attrs["compacted_from"] = sum(int(e.attrs.get("compacted_from", 1)) for e in envelopes)
+    # the flags of any window hold for the merged one: one that may miss readings makes it so
+    if any(e.attrs.get("incomplete") for e in envelopes):
+        attrs["incomplete"] = True
+    if len({e.attrs.get("part") for e in envelopes}) > 1:  # windows of several runs
+        attrs["part"] = sorted({int(e.attrs["part"]) for e in envelopes if "part" in e.attrs})
     return replace(
         first,
         id=ident.hexdigest(),

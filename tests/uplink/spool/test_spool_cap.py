@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -83,6 +84,28 @@ def test_cap_compacts_old_summaries_into_hours(tmp_path: Path) -> None:
             assert env.stats["approx_percentiles"] == 1
             assert env.seq == spool_seq[mine[0].id] and env.backlog
     assert covered == 1000
+
+
+def test_compaction_keeps_the_flags_of_every_window_it_merges(tmp_path: Path) -> None:
+    """A window flagged incomplete (a part cut by a restart, or input lost in a crash) makes
+    the coarser summary it is merged into incomplete too, wherever it falls in the hour; the
+    parts of several runs are all named."""
+    first = envelopes(24, streams=1, created_at=time.time() - 7200)
+    first[5] = replace(first[5], attrs={"incomplete": True, "part": 2})
+    first[6] = replace(first[6], attrs={"incomplete": True, "part": 3})
+    with SyncSpool(_config(tmp_path, max_bytes=64 * 1024)) as spool:
+        spool.append(first)
+        for _ in range(200):  # push the file past its cap with fresh, uncompactable records
+            spool.maintain()
+            if spool.stats().compacted_records:
+                break
+            spool.append(envelopes(50, streams=50, created_at=time.time() - 7200, pipeline="f"))
+        records = [r.envelope() for r in spool.lease(10**6) if r.stream == first[0].stream]
+    merged = [e for e in records if e.window_start <= first[5].window_start < e.window_end]
+    assert len(merged) == 1 and int(merged[0].attrs["compacted_from"]) > 2
+    assert merged[0].attrs["incomplete"] is True and merged[0].attrs["part"] == [2, 3]
+    untouched = [e for e in records if e.window_start > first[6].window_end]
+    assert untouched and not any(e.attrs.get("incomplete") for e in untouched)
 
 
 def test_compaction_keeps_the_latest_revision_of_a_window(tmp_path: Path) -> None:
