@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_runtime import __version__
 from edge_runtime.config.loader import LoadedConfig, parse_config
 from edge_runtime.fleet import Bundle
+from edge_runtime.fleet.revision import sha256_file
 from edge_runtime.identity import Sealer, load_public_key, provision
 from edge_runtime.identity.keys import load_private_key
 from edge_runtime.runtime.fleet_checks import (
@@ -93,3 +94,33 @@ def test_a_bundle_is_checked_against_the_site(site: tuple[LoadedConfig, Path]) -
     with _refused("needs_restart") as info:
         check_restart(local, moved)
     assert "checkpoint.enabled" in str(info.value)
+
+
+def test_a_model_file_with_another_hash_is_refused(site: tuple[LoadedConfig, Path]) -> None:
+    """The site holds the real detector; a bundle wants other weights (those of another real
+    model, the int8 export of the same detector) at that path: refused as ``model_hash``,
+    naming both hashes, before anything loads. The same bundle wanting the site's file passes."""
+    local, _ = site
+    models = Path(__file__).resolve().parents[2] / "models" / "nanodet-m-coco"
+    path = models / "nanodet_m_coco_fp32_dynbatch.onnx"
+    have, other = sha256_file(path), sha256_file(models / "nanodet_m_coco_int8_qop.onnx")
+    assert have != other
+
+    def camera(sha: str) -> str:
+        return f"""[[pipelines]]
+type = "camera"
+name = "cams"
+[pipelines.model]
+name = "nanodet-m-coco"
+path = "{path}"
+sha256 = "{sha}"
+[[pipelines.cameras]]
+id = "gate"
+topic = "cams/gate/frames"
+"""
+
+    loaded = check_bundle(_bundle(config=camera(have), models={path.name: have}), local, "centre")
+    assert [p.name for p in loaded.pipelines] == ["cams"]
+    with _refused("model_hash") as info:
+        check_bundle(_bundle(config=camera(other), models={path.name: other}), local, "centre")
+    assert have in str(info.value) and other in str(info.value)
