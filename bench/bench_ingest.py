@@ -362,9 +362,7 @@ def checkpoint_cost(results: Results, port: int, n: int, data: Path, runs: int) 
         for i in range(runs):  # in turn, so that both see the same machine
             for on, got in rows.items():
                 got.append(
-                    uvloop.run(
-                        runtime_end_to_end(port, n, data / f"ckpt-{on}-{i}", checkpoint=on)
-                    )
+                    uvloop.run(runtime_end_to_end(port, n, data / f"ckpt-{on}-{i}", checkpoint=on))
                 )
     (off_rate, off_cpu), (on_rate, on_cpu) = (
         (statistics.median(r for r, _, _ in rows[on]), statistics.median(c for _, c, _ in rows[on]))

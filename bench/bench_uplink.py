@@ -208,6 +208,7 @@ async def live(work: Path, broker: MosquittoProcess, rate: float, seconds: float
 
 def signing_cost(rounds: int = 200) -> None:
     """(c): the signing cost at both ends, per 1,000 summaries (see the module docstring)."""
+
     class _Registry:  # the verifier needs only public_key()
         def __init__(self, key: Ed25519PrivateKey) -> None:
             self.key = key.public_key()
@@ -238,10 +239,18 @@ def signing_cost(rounds: int = 200) -> None:
         signed.envelopes(message, {}, now)
     verify_s = time.perf_counter() - t0
     per_k = 1000 / (rounds * per_message) * 1000  # ms per 1,000 summaries
-    print(f"(c) signed uplink, CPU per 1,000 summaries ({per_message} per message, {rounds} messages)")
-    print(f"    site:  encode {encode_s * per_k:.3f} ms, + seal {seal_s * per_k:.3f} ms ({seal_s / encode_s:.1%} of the encode)")
-    print(f"    core:  decode {decode_s * per_k:.3f} ms, + open/verify/replay check {(verify_s - decode_s) * per_k:.3f} ms (signed/unsigned x{verify_s / decode_s:.2f})")
-    print(f"    bytes: {len(payload)} unsigned, {len(sealed[0])} sealed (+{len(sealed[0]) - len(payload)})")
+    print(
+        f"(c) signed uplink, CPU per 1,000 summaries ({per_message} per message, {rounds} messages)"
+    )
+    print(
+        f"    site:  encode {encode_s * per_k:.3f} ms, + seal {seal_s * per_k:.3f} ms ({seal_s / encode_s:.1%} of the encode)"
+    )
+    print(
+        f"    core:  decode {decode_s * per_k:.3f} ms, + open/verify/replay check {(verify_s - decode_s) * per_k:.3f} ms (signed/unsigned x{verify_s / decode_s:.2f})"
+    )
+    print(
+        f"    bytes: {len(payload)} unsigned, {len(sealed[0])} sealed (+{len(sealed[0]) - len(payload)})"
+    )
 
 
 async def main(quick: bool) -> None:

@@ -219,7 +219,10 @@ def wait_ready(url: str, what: str, limit: float = 120.0) -> None:
             time.sleep(1)
 
 
-def expected(days: list[tuple[date, date]]) -> dict[tuple[str, float], tuple[int, float]]:
+Period = tuple[date, date]  # first and last day of the Auckland feed published
+
+
+def expected(days: list[Period]) -> dict[tuple[str, float], tuple[int, float]]:
     """(sensor, window start) -> (readings with a value, their sum), from the data itself, for
     the windows the published readings close: the last day's windows stay open at the site
     (in its checkpoint) until later readings move event time past their end and lateness."""
@@ -290,7 +293,12 @@ def site_status(site: Site) -> dict[str, object]:
     }
 
 
-def settle(sites: list[Site], want: dict[Site, dict], limit: float = 180.0) -> dict[str, dict]:
+Windows = dict[tuple[str, float], tuple[int, float]]  # (sensor, start) -> (readings, sum)
+
+
+def settle(
+    sites: list[Site], want: dict[Site, Windows], limit: float = 180.0
+) -> dict[str, dict[str, int]]:
     """Waits until every expected window is at the core (or the limit), then judges."""
     deadline = time.monotonic() + limit
     while True:
@@ -357,10 +365,88 @@ def drill_a(site: Site, other: Site, days: tuple[date, date]) -> None:
         say("(a) podman did not restart the runtime within 60 s: podman start it")
         run("podman", "start", site.runtime)
         wait_ready(f"http://127.0.0.1:{site.ops}", site.runtime)
-    say(
-        f"(a) runtime back after {time.monotonic() - t0:.1f} s "
-        f"(restarts: {run('podman', 'inspect', site.runtime, '--format', '{{.RestartCount}}').strip()})"
+    restarts = run("podman", "inspect", site.runtime, "--format", "{{.RestartCount}}").strip()
+    say(f"(a) runtime back after {time.monotonic() - t0:.1f} s (restarts: {restarts})")
+
+
+def verdicts_of(drill: str, sites: list[Site], periods: list[Period], failures: list[str]) -> None:
+    """Wait until the core has settled, print each site's verdict, note a failure."""
+    want = {s: expected(periods) for s in sites}
+    verdicts = settle(sites, want)
+    for site_id, v in verdicts.items():
+        say(f"{drill}: {site_id}: {v}")
+    if any(v["lost"] or v["duplicated"] or v["wrong_stats"] for v in verdicts.values()):
+        failures.append(drill)
+
+
+def drill_b(sites: list[Site], cenv: dict[str, str], periods: list[Period]) -> None:
+    """(b) The core stopped for 30 s while both sites publish, then started again."""
+    say("(b) stopping the core for 30 s while both sites publish")
+    compose("core.yml", cenv, "stop")
+    periods.append((date(2019, 1, 8), date(2019, 1, 14)))
+    t0 = time.monotonic()
+    publish(sites, *periods[-1])
+    for s in sites:
+        say(f"(b) {s.site_id} while the core is away: {site_status(s)}")
+    time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
+    compose("core.yml", cenv, "start")
+    wait_ready(f"http://127.0.0.1:{CORE_HTTP}", "the core receiver")
+
+
+def drill_c(sites: list[Site], periods: list[Period], failures: list[str]) -> None:
+    """(c) ``podman stop`` of a site runtime during a feed: a checkpoint and a clean exit
+    within the stop timeout; then started again."""
+    site = sites[1]
+    periods.append((date(2019, 1, 15), date(2019, 1, 21)))
+    say(f"(c) podman stop {site.runtime} (stop timeout 30 s) during a feed")
+
+    async def feed_and_stop() -> float:
+        async with asyncio.TaskGroup() as tg:
+            for s in sites:
+                tg.create_task(feed_akl("127.0.0.1", s.mqtt, *periods[-1], RATE))
+            await asyncio.sleep(3)
+            t = time.monotonic()
+            await asyncio.to_thread(run, "podman", "stop", "-t", "30", site.runtime)
+            return time.monotonic() - t
+
+    took = asyncio.run(feed_and_stop())
+    code = run("podman", "inspect", site.runtime, "--format", "{{.State.ExitCode}}").strip()
+    tail = subprocess.run(
+        ["podman", "logs", "--tail", "3", site.runtime],
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    logs = tail.stdout + tail.stderr
+    say(
+        f"(c) stopped in {took:.1f} s with exit code {code}; last log line: "
+        f"{(logs.strip().splitlines() or [''])[-1][:300]}"
+    )
+    if took >= 30 or code != "0":
+        failures.append("(c) clean stop")
+    run("podman", "start", site.runtime)
+    wait_ready(f"http://127.0.0.1:{site.ops}", site.runtime)
+
+
+def drill_d(sites: list[Site], failures: list[str]) -> None:
+    """(d) Each runtime and the receiver: not root, a read-only root, health checks pass."""
+    for name in [s.runtime for s in sites] + ["edge-core_receiver_1"]:
+        user = run("podman", "exec", name, "id", "-u").strip()
+        ro = run("podman", "inspect", name, "--format", "{{.HostConfig.ReadonlyRootfs}}").strip()
+        write = subprocess.run(
+            ["podman", "exec", name, "touch", "/opt/edge-runtime/x"],
+            capture_output=True,
+            check=False,
+        ).returncode
+        health = subprocess.run(
+            ["podman", "healthcheck", "run", name], capture_output=True, check=False
+        ).returncode
+        say(
+            f"(d) {name}: uid {user}, read-only root {ro} (a write there exit {write}), "
+            f"health check {'passed' if health == 0 else 'FAILED'}"
+        )
+        if user == "0" or ro != "true" or write == 0 or health != 0:
+            failures.append(f"(d) {name}")
 
 
 def main() -> int:
@@ -380,88 +466,14 @@ def main() -> int:
         for s in sites:
             say(f"{s.site_id} image: {json.dumps(site_status(s)['image'])}")
 
-        periods = [(date(2019, 1, 1), date(2019, 1, 7))]
+        periods: list[Period] = [(date(2019, 1, 1), date(2019, 1, 7))]
         drill_a(sites[0], sites[1], periods[0])
-        want = {s: expected(periods) for s in sites}
-        verdicts = settle(sites, want)
-        for site_id, v in verdicts.items():
-            say(f"(a) {site_id}: {v}")
-        if any(v["lost"] or v["duplicated"] or v["wrong_stats"] for v in verdicts.values()):
-            failures.append("(a) kill and restart")
-
-        say("(b) stopping the core for 30 s while both sites publish")
-        compose("core.yml", cenv, "stop")
-        periods.append((date(2019, 1, 8), date(2019, 1, 14)))
-        t0 = time.monotonic()
-        publish(sites, *periods[-1])
-        for s in sites:
-            say(f"(b) {s.site_id} while the core is away: {site_status(s)}")
-        time.sleep(max(0.0, 30 - (time.monotonic() - t0)))
-        compose("core.yml", cenv, "start")
-        wait_ready(f"http://127.0.0.1:{CORE_HTTP}", "the core receiver")
-        want = {s: expected(periods) for s in sites}
-        verdicts = settle(sites, want)
-        for site_id, v in verdicts.items():
-            say(f"(b) {site_id}: {v}")
-        if any(v["lost"] or v["duplicated"] or v["wrong_stats"] for v in verdicts.values()):
-            failures.append("(b) core outage")
-
-        site = sites[1]
-        periods.append((date(2019, 1, 15), date(2019, 1, 21)))
-        say(f"(c) podman stop {site.runtime} (stop timeout 30 s) during a feed")
-
-        async def feed_and_stop() -> float:
-            async with asyncio.TaskGroup() as tg:
-                for s in sites:
-                    tg.create_task(feed_akl("127.0.0.1", s.mqtt, *periods[-1], RATE))
-                await asyncio.sleep(3)
-                t = time.monotonic()
-                await asyncio.to_thread(run, "podman", "stop", "-t", "30", site.runtime)
-                return time.monotonic() - t
-
-        took = asyncio.run(feed_and_stop())
-        code = run("podman", "inspect", site.runtime, "--format", "{{.State.ExitCode}}").strip()
-        tail = subprocess.run(
-            ["podman", "logs", "--tail", "3", site.runtime],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        logs = tail.stdout + tail.stderr
-        say(
-            f"(c) stopped in {took:.1f} s with exit code {code}; last log line: "
-            f"{(logs.strip().splitlines() or [''])[-1][:300]}"
-        )
-        if took >= 30 or code != "0":
-            failures.append("(c) clean stop")
-        run("podman", "start", site.runtime)
-        wait_ready(f"http://127.0.0.1:{site.ops}", site.runtime)
-        want = {s: expected(periods) for s in sites}
-        verdicts = settle(sites, want)
-        for site_id, v in verdicts.items():
-            say(f"(c) after the restart, {site_id}: {v}")
-        if any(v["lost"] or v["duplicated"] or v["wrong_stats"] for v in verdicts.values()):
-            failures.append("(c) windows after the stop")
-
-        for name in [s.runtime for s in sites] + ["edge-core_receiver_1"]:
-            user = run("podman", "exec", name, "id", "-u").strip()
-            ro = run(
-                "podman", "inspect", name, "--format", "{{.HostConfig.ReadonlyRootfs}}"
-            ).strip()
-            write = subprocess.run(
-                ["podman", "exec", name, "touch", "/opt/edge-runtime/x"],
-                capture_output=True,
-                check=False,
-            ).returncode
-            health = subprocess.run(
-                ["podman", "healthcheck", "run", name], capture_output=True, check=False
-            ).returncode
-            say(
-                f"(d) {name}: uid {user}, read-only root {ro} (a write there exit {write}), "
-                f"health check {'passed' if health == 0 else 'FAILED'}"
-            )
-            if user == "0" or ro != "true" or write == 0 or health != 0:
-                failures.append(f"(d) {name}")
+        verdicts_of("(a) kill and restart", sites, periods, failures)
+        drill_b(sites, cenv, periods)
+        verdicts_of("(b) core outage", sites, periods, failures)
+        drill_c(sites, periods, failures)
+        verdicts_of("(c) windows after the stop", sites, periods, failures)
+        drill_d(sites, failures)
     finally:
         if os.environ.get("EDGE_DRILL_KEEP") != "1":
             for s in sites:

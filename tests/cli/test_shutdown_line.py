@@ -22,6 +22,4 @@ def test_a_camera_site_says_what_happened_to_its_frames() -> None:
 def test_a_sensor_site_does_not_mention_frames() -> None:
     stats = RuntimeStats(messages_in=10)
     stats.readings_in["p"] = 10
-    assert shutdown_line(stats) == (
-        "10 messages in, 10 readings, 0 summaries out, 0 decode errors"
-    )
+    assert shutdown_line(stats) == ("10 messages in, 10 readings, 0 summaries out, 0 decode errors")
