@@ -248,7 +248,14 @@ class Pipeline(abc.ABC, Generic[ConfigT]):
         same data dir may have emitted part of a window that starts before it, with
         ``info.reemit_revision`` above every revision that run used. A plugin that emits
         windows should flag what it emits of those windows, and what :meth:`flush` cuts, as
-        parts (see :attr:`RestoreInfo.part`). The default does nothing."""
+        parts (see :attr:`RestoreInfo.part`). The default does nothing.
+
+        A hot reload calls it too, with or without checkpoints, with a new part number and
+        ``maybe_lost_before`` set to the reload time: on an instance it is about to
+        :meth:`flush` (its pipeline was removed, or changed without a state handover), and on
+        a new instance that starts empty mid-run (added, or changed without a handover),
+        which has not seen the earlier readings of the windows open at the reload. It may
+        thus come more than once, and after batches: the latest ``info`` holds."""
         del info
 
     def gauges(self) -> dict[str, float]:

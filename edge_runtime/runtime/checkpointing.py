@@ -24,7 +24,10 @@ clean stop, half-way through its open windows. Every start is counted in the dat
 (:func:`fresh_start`, also with checkpoints off) and such pipelines are told the count
 (``Pipeline.start_fresh``): what they flush, and what they emit of windows that start before
 this start, are *parts* of those windows, flagged and numbered, at revision ``starts *
-REEMIT_REVISION_STRIDE`` or higher; the core keeps the parts of a window side by side.
+REEMIT_REVISION_STRIDE`` or higher; the core keeps the parts of a window side by side. A hot
+reload that flushes a pipeline's old instance cuts its open windows the same way, stateful
+or not: it counts a start for the old instances it flushes and another for the new ones that
+start empty, and tells each its number (see :mod:`~edge_runtime.runtime.reload`).
 
 Dedupe: a checkpoint keeps the fingerprints (CRC-32 of topic and payload) of the QoS 1
 messages it counts whose PUBACK may not have reached the broker (those since the last
@@ -82,7 +85,9 @@ def fresh_start(data_dir: Path, now: float, *, used_before: bool = False) -> Res
     an earlier start, a window starting before ``now`` may have been flushed half-way by
     that run, so what this run emits of it is another part, at revision ``starts *
     REEMIT_REVISION_STRIDE`` or higher (a new envelope id). ``used_before``: a runtime ran on
-    ``data_dir`` before (see :meth:`StartCounter.bump`)."""
+    ``data_dir`` before (see :meth:`StartCounter.bump`). A reload at ``now`` that flushes
+    old instances or starts new ones empty counts one for each side in the same way (after
+    this run's own start, so ``maybe_lost_before`` is ``now``)."""
     part = StartCounter(data_dir).bump(used_before=used_before)
     earlier = part > 1
     return RestoreInfo(

@@ -15,6 +15,21 @@ pipeline:
   partial results, nothing is dropped silently;
 * **added**: a new instance, empty.
 
+Parts: a window open across a reload that flushes its pipeline's old instance is cut in two,
+as by a clean stop without checkpoints (see :mod:`~edge_runtime.runtime.checkpointing`), so
+both halves are *parts* of the window, each with a number of its own from the data dir's start
+counter (:func:`~edge_runtime.runtime.checkpointing.fresh_start`, counted durably before
+anything changes; at most two counts per reload, none when nothing is flushed or started
+empty). Before its flush every old instance flushed is told one number ``r``
+(:meth:`Pipeline.start_fresh <edge_runtime.pipelines.api.Pipeline.start_fresh>`, stateful or
+not, with ``maybe_lost_before`` the reload time), so its open windows go out flagged as part
+``r`` at revision ``r * REEMIT_REVISION_STRIDE``; every new instance that starts empty is told
+another number ``q``: what it emits of windows that start before the reload (it has not seen
+their earlier readings) is part ``q``. Two different results of one window never share an
+envelope id, and the core keeps the parts side by side. An instance that took its
+predecessor's state goes on as its predecessor did (the parts of this run's start, if any);
+so does a rollback, which is a reload back to the previous config.
+
 The ingest queue, the spool, the uplink and its sequence numbers are not touched. Topic
 filters a new pipeline needs are subscribed at once; filters no pipeline needs any more stay
 subscribed until the next restart (their messages are counted as ``unexpected_topic``).
@@ -39,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from edge_runtime.config.loader import LoadedConfig
 from edge_runtime.errors import TransportError
 from edge_runtime.pipelines.api import PipelineConfig, RestoreInfo
-from edge_runtime.runtime.checkpointing import supports_state
+from edge_runtime.runtime.checkpointing import fresh_start, supports_state
 from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.slots import PipelineSlot
 from edge_runtime.sources.topics import minimal_filters
@@ -142,8 +157,9 @@ async def _flush(runtime: SiteRuntime, slot: PipelineSlot, handover: Handover) -
 
 async def _hand_over(
     runtime: SiteRuntime, old: PipelineSlot, new: PipelineSlot, handover: Handover
-) -> None:
-    """The state of ``old`` into ``new``, as far as it fits (see the module docstring)."""
+) -> bool:
+    """The state of ``old`` into ``new``, as far as it fits (see the module docstring); False
+    when none was handed over: then ``old`` is to be flushed and ``new`` starts empty."""
     name = old.name
     movable = (
         old.pipeline.config.type == new.pipeline.config.type
@@ -153,8 +169,7 @@ async def _hand_over(
     )
     data = await old.call("snapshot", old.pipeline.snapshot) if movable else None
     if data is None:
-        await _flush(runtime, old, handover)
-        return
+        return False
     info = RestoreInfo(clean=True, written_at=runtime.clock.time())
     try:
         notes = new.pipeline.restore(data, info)
@@ -165,11 +180,22 @@ async def _hand_over(
             f"pipeline {name}: the new config could not take its state ({exc}); its open "
             "windows were flushed as partial results"
         )
-        await _flush(runtime, old, handover)
-        return
+        return False
     for note in notes:
         handover.dropped.append(f"pipeline {name}: {note}")
         new.pipeline.context.count("restore_dropped")
+    return True
+
+
+async def _number_parts(runtime: SiteRuntime, at: float, *groups: list[PipelineSlot]) -> None:
+    """Give each group of instances that a reload at ``at`` flushes or starts empty a part
+    number of its own (see the module docstring), all counted on the data dir before any is
+    told; an empty group takes none."""
+    data_dir = runtime.config.data_dir
+    infos = [await asyncio.to_thread(fresh_start, data_dir, at) if g else None for g in groups]
+    for group, info in zip(groups, infos, strict=True):
+        if info is not None:
+            runtime.start_fresh(group, info)
 
 
 async def apply_config(runtime: SiteRuntime, new: LoadedConfig) -> Handover:
@@ -178,8 +204,12 @@ async def apply_config(runtime: SiteRuntime, new: LoadedConfig) -> Handover:
     handover = Handover()
     revision = await asyncio.to_thread(site_revision, new)  # reads model files
     async with runtime.emit_lock:
+        at = runtime.clock.time()
         old_slots = {slot.name: slot for slot in runtime.slots}
         slots: list[PipelineSlot] = []
+        handed: list[PipelineSlot] = []  # new instances that took their predecessor's state
+        empty: list[PipelineSlot] = []  # new instances that start empty
+        retired: list[PipelineSlot] = []  # old instances to flush
         for config in new.pipelines:
             old = old_slots.pop(config.name, None)
             if old is not None and _same(old.pipeline.config, config):
@@ -189,15 +219,24 @@ async def apply_config(runtime: SiteRuntime, new: LoadedConfig) -> Handover:
             slot = runtime.make_slot(config, new)
             if old is None:
                 handover.added.append(config.name)
+                empty.append(slot)
             else:
                 handover.changed.append(config.name)
-                await _hand_over(runtime, old, slot, handover)
+                if await _hand_over(runtime, old, slot, handover):
+                    handed.append(slot)
+                else:
+                    retired.append(old)
+                    empty.append(slot)
             handover.watched.append(slot)
             slots.append(slot)
         for old in old_slots.values():
             handover.removed.append(old.name)
+            retired.append(old)
+        await _number_parts(runtime, at, retired, empty)
+        for old in retired:
             await _flush(runtime, old, handover)
         runtime.install(new, slots, revision)
+        runtime.start_fresh(handed)  # they go on as their predecessors did: this run's start
         for slot in handover.watched:
             if slot.pipeline.input_kind == "stream":
                 runtime.start_stream(slot)

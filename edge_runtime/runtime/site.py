@@ -147,13 +147,12 @@ class SiteRuntime:
     ) -> None:
         """Make ``loaded`` with ``slots`` (one per pipeline, in its order) the running config,
         whose revision is ``revision``; called by a reload under the emit lock, between
-        batches: every summary accepted from now on carries the new revision."""
+        batches: every summary accepted from now on carries the new revision. The reload has
+        told the new instances which part of their windows they emit (:meth:`start_fresh`)."""
         self.loaded, self.config, self.revision = loaded, loaded.site, revision
         if self.uplink is not None:
             self.uplink.revise(loaded.config_hash, revision.id)
-        before = set(self.slots)
         self.dispatcher.set_slots(slots)
-        new = [slot for slot in self.slots if slot not in before]
         names = {slot.name for slot in self.slots}
         for name in set(self.stats.pipeline_events) - names:
             del self.stats.pipeline_events[name]
@@ -167,18 +166,19 @@ class SiteRuntime:
         if self.checkpointer is not None:
             self.checkpointer.reconfigure(loaded.site.checkpoint)
             self.checkpointer.set_pipelines([slot.pipeline for slot in self.slots])
-        self._start_fresh(new)
 
-    def _start_fresh(self, slots: Sequence[PipelineSlot]) -> None:
-        """Tell the pipelines among ``slots`` that no checkpoint carries (they are flushed at
-        a stop) which part of their windows this run emits (:meth:`Pipeline.start_fresh`)."""
-        info = self.fresh
+    def start_fresh(self, slots: Sequence[PipelineSlot], info: RestoreInfo | None = None) -> None:
+        """Tell the pipelines of ``slots`` which part of their windows they emit
+        (:meth:`Pipeline.start_fresh`): ``info`` (a reload's part number, see
+        :mod:`~edge_runtime.runtime.reload`), or else this run's start (:attr:`fresh`), told
+        only to those that no checkpoint carries (they are flushed at a stop)."""
+        if info is None:
+            stateful = set() if self.checkpointer is None else set(self.checkpointer.pipelines)
+            slots = [slot for slot in slots if slot.pipeline not in stateful]
+            info = self.fresh
         if info is None:
             return
-        stateful = set() if self.checkpointer is None else set(self.checkpointer.pipelines)
         for slot in slots:
-            if slot.pipeline in stateful:
-                continue
             try:
                 slot.pipeline.start_fresh(info)
             except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the site
@@ -298,7 +298,7 @@ class SiteRuntime:
                 self.fresh = await asyncio.to_thread(
                     fresh_start, cfg.data_dir, self.clock.time(), used_before=lock.used_before
                 )
-                self._start_fresh(self.slots)
+                self.start_fresh(self.slots)
             if checkpointer is not None:
                 await checkpointer.restore_at_start(self.site_link, self._emit_lock)
             log.info(

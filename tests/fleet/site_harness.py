@@ -30,10 +30,11 @@ def window_table(
     size_s: float = 4.0,
     stats: str = '"count", "sum", "min", "max"',
     topic: str = "city/lanes/+/count",
+    plugin: str = "windows",
 ) -> str:
     return f"""
 [[pipelines]]
-type = "windows"
+type = "{plugin}"
 name = "{name}"
 topics = ["{topic}"]
 decode = {{ format = "json", key = "topic:2" }}
@@ -51,6 +52,7 @@ class FleetSite:
     registry: Path
     identity: Path
     operator: Sealer
+    checkpoints: bool = True
 
     def write_config(self, pipelines: str, *, core_port: int, site_port: int) -> None:
         self.files.config.write_text(
@@ -60,13 +62,20 @@ class FleetSite:
                 pipelines,
                 core_port=core_port,
                 site_port=site_port,
+                checkpoints=self.checkpoints,
             ),
             encoding="utf-8",
         )
 
 
 def site_text(
-    files: SiteFiles, identity: Path, pipelines: str, *, core_port: int, site_port: int
+    files: SiteFiles,
+    identity: Path,
+    pipelines: str,
+    *,
+    core_port: int,
+    site_port: int,
+    checkpoints: bool = True,
 ) -> str:
     return f"""
 site_id = "{SITE_ID}"
@@ -88,7 +97,7 @@ reconnect_min_s = 0.05
 reconnect_max_s = 0.5
 
 [checkpoint]
-enabled = true
+enabled = {str(checkpoints).lower()}
 interval_s = 0.5
 
 [ingest]
@@ -120,13 +129,19 @@ def fleet_site(
     site_broker: MosquittoProcess,
     core_broker: MosquittoProcess,
     pipelines: str = LOCAL_PIPELINES,
+    *,
+    checkpoints: bool = True,
 ) -> FleetSite:
     """A provisioned site (its registry holds the operator key) and its config file."""
     registry, identity = workdir / "registry", workdir / "identity"
     provision(SITE_ID, registry, identity)
     files = SiteFiles(workdir / "site.toml", workdir / "site", free_port())
     site = FleetSite(
-        files, registry, identity, Sealer(load_private_key(registry / "operator.key"), "operator")
+        files,
+        registry,
+        identity,
+        Sealer(load_private_key(registry / "operator.key"), "operator"),
+        checkpoints,
     )
     site.write_config(pipelines, core_port=core_broker.port, site_port=site_broker.port)
     return site

@@ -8,10 +8,12 @@ each test prints its figures."""
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -23,6 +25,7 @@ from edge_runtime.identity import Sealer, load_public_key
 from tests.delivery.harness import (
     SITE_ID,
     Processes,
+    core_seqs,
     core_stored,
     figures,
     http_get,
@@ -31,7 +34,13 @@ from tests.delivery.harness import (
     wait_drained,
     wait_ready,
 )
-from tests.delivery.test_window_checkpoints import Publisher, compare, expected
+from tests.delivery.test_window_checkpoints import (
+    Parts,
+    Publisher,
+    compare,
+    compare_parts,
+    expected,
+)
 from tests.fleet.site_harness import (
     LOCAL_PIPELINES,
     Heartbeats,
@@ -398,3 +407,125 @@ async def test_sighup_reload_drift_and_restart_with_the_persisted_bundle(
     persisted = (site.files.data_dir / "fleet" / "bundle.sealed").read_bytes()
     opened = open_bundle(persisted, load_public_key(site.registry / "operator.pub"))
     assert (opened.serial, opened.config) == (wanted.serial, wanted.config)
+
+
+async def _until_mid_window() -> None:
+    """Sleep until the middle of a window that starts after now: the readings before it
+    fill the window half-way, those after it the other half."""
+    now = time.time()
+    await asyncio.sleep((math.floor(now / SIZE_S) + 1.5) * SIZE_S - now)
+
+
+@pytest.mark.parametrize("checkpoints", [True, False], ids=["checkpoints", "no-checkpoints"])
+async def test_sighup_reloads_that_flush_keep_every_part(
+    site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path, checkpoints: bool
+) -> None:
+    """Two SIGHUP reloads in the middle of windows while readings flow: (1) ``lanes`` changes
+    its plugin type (no handover: the old instance is flushed, the new one starts empty) and
+    ``raw`` is removed; (2) ``lanes`` changes type back and ``raw`` is added again. The old and
+    the new instance each emit a part of the windows open across a reload, under part numbers
+    of their own: the core stores the parts side by side (none dropped as a duplicate), and
+    for ``lanes`` they add up to the publisher's log. ``raw`` misses what was published while
+    it was removed: those windows are missing or flagged, every other one is exact."""
+    site = fleet_site(tmp_path, site_broker, core_broker, checkpoints=checkpoints)
+    db = tmp_path / "core.db"
+    ports = {"core_port": core_broker.port, "site_port": site_broker.port}
+    steps = [
+        window_table("lanes", plugin="windows-copy"),
+        window_table("lanes") + window_table("raw"),
+    ]
+    handovers: list[dict[str, Any]] = []
+    signalled: list[float] = []
+    with Processes(tmp_path) as procs:
+        core = procs.core(core_broker, db, "--registry", str(site.registry))
+        await wait_ready(core)
+        proc = procs.site(site.files)
+        await wait_ready(proc)
+        async with Publisher(site_broker.port) as pub:
+            for n, pipelines in enumerate(steps, 1):
+                await _until_mid_window()
+                site.write_config(pipelines, **ports)
+                sent_at = time.time()
+                os.kill(proc.popen.pid, signal.SIGHUP)
+                doc = await poll(
+                    proc,
+                    lambda d, n=n: d["fleet"]["reloads"].get("sighup:applied") == n,
+                    f"SIGHUP {n} applied",
+                )
+                handovers.append(doc["fleet"]["last_reload"]["handover"])
+                signalled.append(sent_at)
+            readded_at = time.time()
+            # feed on until a whole window lies after the last reload
+            clean_end = (math.floor(readded_at / SIZE_S) + 2) * SIZE_S
+            await asyncio.sleep(clean_end + 0.5 - time.time())
+            await pub.stop()
+        want = expected(pub.log, SIZE_S)
+        last_end = max(k[1] for k in want) + SIZE_S
+        await asyncio.sleep(max(0.0, last_end - time.time()) + 4.0)  # idle timeout closes all
+        await wait_drained(proc)
+        core_status = status(core)["sites"][SITE_ID]
+        assert proc.terminate() == 0, proc.tail()
+        assert core.terminate() == 0, core.tail()
+    store = SummaryStore(db, synchronous="NORMAL")
+    try:
+        envs = store.envelopes(SITE_ID)
+    finally:
+        store.close()
+    accepted = spool_accepted(site.files.data_dir)
+    seqs = core_seqs(db, SITE_ID, accepted)
+    lanes = compare_parts([e for e in envs if e.pipeline == "lanes"], want)
+    # raw took no input between the two reloads: the windows that overlap that time miss
+    # readings (flagged, or not stored at all); every other window is exact
+    gap = {k for k in want if k[1] < readded_at and k[1] + SIZE_S > signalled[0]}
+    raw_envs = [e for e in envs if e.pipeline == "raw"]
+    raw = compare_parts(raw_envs, want)
+    raw_outside = compare_parts(
+        [e for e in raw_envs if (e.key, e.window_start) not in gap],
+        {k: v for k, v in want.items() if k not in gap},
+    )
+
+    def parts(result: Parts) -> str:
+        return (
+            f"{result.windows} windows: {result.whole} whole, {result.flagged_whole} flagged "
+            f"whole, {result.cut} in {result.parts} parts; {len(result.merged_wrong)} not "
+            f"exact, {len(result.unflagged_wrong)} wrong and not flagged, "
+            f"{len(result.unflagged_parts)} parts not flagged, {len(result.missing)} missing"
+        )
+
+    figures(
+        f"two SIGHUP reloads that flush, readings flowing, checkpoints {checkpoints}",
+        **{
+            "readings published (logged)": len(pub.log),
+            "windows expected per pipeline": len(want),
+            "flushed at reload (1), (2)": f"{handovers[0]['flushed']}, {handovers[1]['flushed']}",
+            "lanes (type changed twice)": parts(lanes),
+            "raw (removed, added again)": parts(raw),
+            "raw windows while removed": len(gap),
+            "raw outside them": parts(raw_outside),
+            "summaries numbered by the spool": accepted,
+            "dropped as duplicates of another": seqs.duplicates_only,
+            "duplicates at the core (status)": core_status["duplicates"],
+            "superseded at the core": seqs.superseded_only,
+            "seq gaps at the core": len(seqs.missing),
+        },
+    )
+    first, second = handovers
+    assert (first["changed"], first["removed"]) == (["lanes"], ["raw"])
+    assert (second["changed"], second["added"]) == (["lanes"], ["raw"])
+    assert first["flushed"]["lanes"] > 0 and first["flushed"]["raw"] > 0
+    assert second["flushed"]["lanes"] > 0
+    # lanes: every window exact, whole or as parts that add up; parts flagged
+    assert lanes.merged_wrong == []
+    assert lanes.missing == []
+    assert lanes.unflagged_wrong == []
+    assert lanes.unflagged_parts == []
+    assert lanes.cut > 0  # a reload in the middle of a window cut it
+    # raw: what misses readings is flagged; outside the time it was removed, all exact
+    assert raw.unflagged_wrong == []
+    assert raw.unflagged_parts == []
+    assert raw_outside.merged_wrong == []
+    assert raw_outside.missing == []
+    # no result was dropped as a duplicate of another, no number is missing at the core
+    assert seqs.duplicates_only == 0
+    assert seqs.missing == []
+    assert core_status["missing"] == 0

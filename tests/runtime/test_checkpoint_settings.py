@@ -1,5 +1,6 @@
 """What a site start and a reload tell the checkpoints, without processes: the start count
-kept in the data dir whether checkpoints are on or off, and the live checkpoint interval."""
+kept in the data dir whether checkpoints are on or off (a reload that flushes or starts
+pipelines empty counts too), and the live checkpoint interval."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from edge_runtime.checkpoint.store import CheckpointError
 from edge_runtime.config.loader import parse_config
 from edge_runtime.runtime.checkpointing import REEMIT_REVISION_STRIDE, fresh_start
 from edge_runtime.runtime.lock import DataDirLock
+from edge_runtime.runtime.reload import apply_config
 from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.site import SiteRuntime
 
@@ -24,10 +26,13 @@ decode = { format = "json", key = "topic:1" }
 """
 
 
-def _site(data_dir: Path, interval_s: float) -> str:
+PLUGINS = Path(__file__).parent / "failing_plugins"  # windows-copy: windows, another type
+
+
+def _site(data_dir: Path, interval_s: float, pipelines: str = PIPELINES) -> str:
     return (
-        f'site_id = "s1"\ndata_dir = "{data_dir}"\n'
-        f"[checkpoint]\ninterval_s = {interval_s}\n" + PIPELINES
+        f'site_id = "s1"\ndata_dir = "{data_dir}"\nplugin_paths = ["{PLUGINS}"]\n'
+        f"[checkpoint]\ninterval_s = {interval_s}\n" + pipelines
     )
 
 
@@ -71,3 +76,27 @@ def test_a_damaged_start_count_is_refused(tmp_path: Path) -> None:
     counter.path.write_text("garbage", encoding="ascii")
     with pytest.raises(CheckpointError, match="not a start count"):
         counter.bump()
+
+
+async def test_a_reload_counts_a_start_for_each_side_that_needs_part_numbers(
+    tmp_path: Path,
+) -> None:
+    """A reload counts one start for the old instances it flushes and one for the new ones
+    that start empty, and none for what it keeps or hands over."""
+    data_dir = tmp_path / "site"
+    runtime = SiteRuntime(parse_config(_site(data_dir, 1.0)))
+    fresh_start(data_dir, 0.0)  # the run's own start
+    counter = StartCounter(data_dir)
+    humidity = PIPELINES.replace('"temp"', '"hum"').replace("/temp", "/hum")
+
+    async def reload(pipelines: str) -> int:
+        await apply_config(runtime, parse_config(_site(data_dir, 1.0, pipelines)))
+        return int(counter.path.read_text(encoding="ascii"))
+
+    assert await reload(PIPELINES) == 1  # kept
+    assert await reload(PIPELINES + 'window = { stats = ["count"] }\n') == 1  # handed over
+    assert await reload(PIPELINES + humidity) == 2  # hum added: starts empty
+    assert await reload(humidity) == 3  # temp removed: flushed
+    # hum changes type (no handover: flushed, and its successor starts empty), temp added
+    copy = humidity.replace('type = "windows"', 'type = "windows-copy"')
+    assert await reload(copy + PIPELINES) == 5
