@@ -25,7 +25,9 @@ class CheckpointConfig(BaseModel):
         "as partial summaries and a crash loses them; what a stop flushed and what the next "
         "run emits of the same windows are then separate parts, each flagged incomplete with "
         "attrs.part (the run's start number, counted in data_dir/checkpoint/starts) and its "
-        "own revision, which the core stores side by side.",
+        "own revision, which the core stores side by side. Switched from true to false "
+        "between runs, the next start restores the open windows of the last checkpoint once "
+        "and removes the file.",
     )
     interval_s: float = Field(
         default=1.0,

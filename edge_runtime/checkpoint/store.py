@@ -132,6 +132,15 @@ class CheckpointFile:
             return None
         return Checkpoint.decode(data)
 
+    def remove(self) -> None:
+        """Delete the checkpoint durably (the folder fsynced); blocks: run it in a thread."""
+        self.path.unlink(missing_ok=True)
+        dir_fd = os.open(self.folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
     def write(self, checkpoint: Checkpoint) -> int:
         """Write durably (file and folder fsynced); returns the bytes written."""
         data = checkpoint.encode()

@@ -126,6 +126,7 @@ class Checkpointer:
         self.unclean_restores = 0
         self.must_write = False  # a restore whose count must be durable before any input
         self.dropped: list[str] = []
+        self.restored: list[Pipeline[Any]] = []  # those whose state the checkpoint gave back
         self._qos0_seen = always_qos0
         self._current: list[RawMessage] = []
         self._unconfirmed: list[np.ndarray[Any, np.dtype[np.uint64]]] = []
@@ -173,15 +174,40 @@ class Checkpointer:
         with QoS 0 input, once the site broker ``link`` is up (bounded): what was published
         before then may be lost, and the restored windows say so. From then on the link's
         input is acknowledged by the checkpoints, when it holds PUBACKs."""
-        if link is not None and self.may_have_lost_input():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_RESTORE_WAIT_S):
-                    await link.wait_connected()
+        await self._wait_for_link(link)
         self.restore()
         if self.must_write:  # the restore's count, durable before any input
             await self.checkpoint(lock)
         if link is not None and link.manual_ack:
             self.link = link
+
+    async def restore_left_behind(self, link: MqttLink | None) -> list[Pipeline[Any]]:
+        """Checkpoints are off in this run, but an earlier run left a checkpoint: the open
+        windows in it hold readings the site broker will not deliver again (they were
+        acknowledged once the checkpoint was written). Restore it once, as at a start with
+        checkpoints on, then delete it: from now on these pipelines are flushed at a stop, and
+        the next start must not count the same readings again. Returns the pipelines whose
+        state came back. (Redeliveries after a crash are not recognised: no checkpoint keeps
+        their fingerprints from now on.)"""
+        if not self.file.path.exists():
+            return []
+        await self._wait_for_link(link)
+        self.restore()
+        await asyncio.to_thread(self.file.remove)
+        log.warning(
+            "checkpoints are off, but the last run left a checkpoint: restored the open "
+            "windows of %d pipeline(s) from it (%s) and removed it; from now on they are "
+            "flushed at a stop",
+            len(self.restored),
+            ", ".join(p.name for p in self.restored) or "none",
+        )
+        return self.restored
+
+    async def _wait_for_link(self, link: MqttLink | None) -> None:
+        if link is not None and self.may_have_lost_input():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RESTORE_WAIT_S):
+                    await link.wait_connected()
 
     def _read(self) -> Checkpoint | None:
         if self._loaded is None:
@@ -229,6 +255,7 @@ class Checkpointer:
             except ValueError as exc:
                 self._drop(f"pipeline {pipeline.name}: its state ({exc}); it starts empty")
                 continue
+            self.restored.append(pipeline)
             for note in notes:
                 self._drop(f"pipeline {pipeline.name}: {note}")
                 pipeline.context.count("restore_dropped")

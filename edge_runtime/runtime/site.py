@@ -22,6 +22,7 @@ import logging
 import operator
 from collections.abc import AsyncIterable, Callable, Sequence
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -33,7 +34,7 @@ from edge_runtime.fleet import Revision
 from edge_runtime.mqtt.link import MqttLink
 from edge_runtime.ops.http import OpsServer
 from edge_runtime.ops.stats import RuntimeStats, StatsCollector
-from edge_runtime.pipelines.api import PipelineContext, RestoreInfo
+from edge_runtime.pipelines.api import Pipeline, PipelineContext, RestoreInfo
 from edge_runtime.runtime.checkpointing import Checkpointer, fresh_start
 from edge_runtime.runtime.dispatch import Dispatcher
 from edge_runtime.runtime.fleet_agent import FleetAgent
@@ -184,6 +185,20 @@ class SiteRuntime:
             except Exception as exc:  # noqa: BLE001 - a plugin's bug must not stop the site
                 slot.failed("start_fresh", exc)
 
+    async def _restore_left_behind(self) -> list[Pipeline[Any]]:
+        """With checkpoints off: the state an earlier run's checkpoint holds, restored once
+        (see :meth:`Checkpointer.restore_left_behind`)."""
+        if self.checkpointer is not None:
+            return []
+        once = Checkpointer(
+            self.config.checkpoint,
+            self.config.data_dir,
+            [slot.pipeline for slot in self.slots],
+            clock=self.clock,
+            always_qos0=self.config.ingest.qos == 0,
+        )
+        return await once.restore_left_behind(self.site_link)
+
     def start_stream(self, slot: PipelineSlot) -> None:
         """Run a stream plugin's stage as a task of the runtime's group."""
         assert self._tg is not None, "the runtime is not running"
@@ -298,7 +313,11 @@ class SiteRuntime:
                 self.fresh = await asyncio.to_thread(
                     fresh_start, cfg.data_dir, self.clock.time(), used_before=lock.used_before
                 )
-                self.start_fresh(self.slots)
+                carried = await self._restore_left_behind()
+                self.start_fresh([s for s in self.slots if s.pipeline not in carried])
+                if self.fresh is not None and carried:  # their windows were not cut: no marks
+                    cut_at_stop = replace(self.fresh, maybe_lost_before=None, reemit_revision=0)
+                    self.start_fresh([s for s in self.slots if s.pipeline in carried], cut_at_stop)
             if checkpointer is not None:
                 await checkpointer.restore_at_start(self.site_link, self._emit_lock)
             log.info(

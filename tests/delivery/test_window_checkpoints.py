@@ -493,3 +493,70 @@ async def test_sigterm_restarts_without_checkpoints_keep_every_part(
     assert result.unflagged_parts == []
     assert result.cut > 0  # 10 stops under load cut windows open
     assert_no_false_gaps(info)
+
+
+async def test_switching_checkpoints_off_keeps_the_open_windows(
+    persistent_site_broker: MosquittoProcess, core_broker: MosquittoProcess, tmp_path: Path
+) -> None:
+    """(f) A run with checkpoints on stops cleanly: its open windows are in the checkpoint,
+    and the broker was told it has their readings. The next start has checkpoints off: it
+    restores those windows once and removes the file, so that the stop after it (which now
+    flushes) and the start after that do not count the same readings twice. Every window's
+    results together equal the publisher's log."""
+    files = config(tmp_path, persistent_site_broker, core_broker, checkpoints=True)
+    ckpt = files.data_dir / "checkpoint" / "state.ckpt"
+    db = tmp_path / "core.db"
+    with Processes(tmp_path) as procs:
+        core = procs.core(core_broker, db)
+        await wait_ready(core)
+        site = procs.site(files)
+        await wait_ready(site)
+        async with Publisher(persistent_site_broker.port) as pub:
+            await asyncio.sleep(2.5)
+            assert site.terminate() == 0, site.tail()
+            assert ckpt.exists()  # the open windows went into it, not out as summaries
+            files = config(tmp_path, persistent_site_broker, core_broker, checkpoints=False)
+            logs = []
+            for _ in range(2):  # the first start restores it once; the second must not
+                site = procs.site(files)
+                await wait_ready(site)
+                assert not ckpt.exists()
+                await asyncio.sleep(1.5)
+                assert site.terminate() == 0, site.tail()
+                logs.append(site.log.read_text(encoding="utf-8"))
+            site = procs.site(files)
+            await wait_ready(site)
+            await asyncio.sleep(1.0)
+            await pub.stop()
+        want = expected(pub.log, SIZE_S)
+        last_end = max(k[1] for k in want) + SIZE_S
+        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        await wait_drained(site)
+        assert site.terminate() == 0, site.tail()
+        assert core.terminate() == 0, core.tail()
+    store = SummaryStore(db, synchronous="NORMAL")
+    try:
+        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
+    finally:
+        store.close()
+    result = compare_parts(envs, want)
+    figures(
+        "(f) checkpoints on, SIGTERM, then two runs with checkpoints off",
+        **{
+            "readings published (logged)": len(pub.log),
+            "windows expected": len(want),
+            "windows at the core": result.windows,
+            "stored whole and exact": result.whole,
+            "stored whole, flagged incomplete": result.flagged_whole,
+            "stored in parts (cut by a stop)": result.cut,
+            "parts together not exact": len(result.merged_wrong),
+            "wrong and not flagged": len(result.unflagged_wrong),
+            "missing": len(result.missing),
+        },
+    )
+    restored = "restored the open windows of 1 pipeline(s) from it (lanes)"
+    assert restored in logs[0] and "left a checkpoint" not in logs[1]
+    assert result.merged_wrong == [], result.merged_wrong[:3]
+    assert result.missing == []
+    assert result.unflagged_wrong == []
+    assert result.unflagged_parts == []
