@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.types import RawMessage
 
 __all__ = ["Checkpoint", "CheckpointError", "CheckpointFile", "StartCounter", "fingerprints"]
+
+log = logging.getLogger(__name__)
 
 _MAGIC = b"EDGE-CHECKPOINT 1\n"
 _DIGEST = 32
@@ -152,29 +156,61 @@ class StartCounter:
     """``<data_dir>/checkpoint/starts``: how many times a site runtime started on this data
     dir, kept whether checkpoints are on or off. A run that flushes open windows at a stop
     numbers them with it (see :class:`~edge_runtime.pipelines.api.RestoreInfo`). ``bump``
-    blocks on fsync: run it in a thread."""
+    blocks on fsync: run it in a thread.
+
+    The numbers only have to differ from every earlier one. A damaged file is set aside
+    (``starts.damaged``) and the count goes on from the clock (milliseconds since the epoch,
+    above any count kept here); a count that cannot be saved (a full disk) is replaced by such
+    a clock number too, so that the next start, which reads the old count, cannot reuse it.
+    Neither stops a site from starting."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = data_dir / "checkpoint" / "starts"
 
     def bump(self, *, used_before: bool = False) -> int:
-        """Count this start, durably; returns its number (1 for the first start). A file
-        that cannot be read raises :class:`CheckpointError`. Without the file, ``used_before``
-        (a runtime already ran on this data dir: a release that did not count starts) counts
-        that earlier run, so this start is number 2: what it emits of windows the earlier run
-        may have flushed half-way goes out as another part, under other ids."""
+        """Count this start; returns its number (1 for the first start). Without the file,
+        ``used_before`` (a runtime already ran on this data dir: a release that did not count
+        starts) counts that earlier run, so this start is number 2: what it emits of windows
+        the earlier run may have flushed half-way goes out as another part, under other ids."""
         try:
             text = self.path.read_text(encoding="ascii").strip()
         except FileNotFoundError:
             text = "1" if used_before else "0"
-        if not text.isdigit():
-            raise CheckpointError(
-                f"{self.path} holds {text[:40]!r}, not a start count: remove the file only "
-                "if the core should take results emitted from now on as new windows"
+        except (OSError, UnicodeDecodeError) as exc:
+            text = f"unreadable ({exc})"
+        if text.isdigit():
+            n = int(text) + 1
+        else:
+            n = _clock_number()
+            aside = self.path.with_name("starts.damaged")
+            log.error(
+                "%s holds %r, not a start count: set aside as %s; this start is number %d "
+                "(from the clock, above any earlier one)",
+                self.path,
+                text[:40],
+                aside.name,
+                n,
             )
-        n = int(text) + 1
-        _replace_durably(self.path, f"{n}\n".encode("ascii"))
+            try:
+                os.replace(self.path, aside)
+            except OSError as exc:
+                log.error("cannot set %s aside: %s", self.path, exc)
+        try:
+            _replace_durably(self.path, f"{n}\n".encode("ascii"))
+        except OSError as exc:
+            n = max(n, _clock_number())
+            log.error(
+                "cannot save the start count in %s (%s): this start is number %d, from the "
+                "clock, so that the next start (which reads the old count) cannot reuse it",
+                self.path,
+                exc.strerror or exc,
+                n,
+            )
         return n
+
+
+def _clock_number() -> int:
+    return int(time.time() * 1000)
 
 
 def _replace_durably(path: Path, data: bytes) -> None:

@@ -4,18 +4,17 @@ pipelines empty counts too), and the live checkpoint interval."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
-import pytest
-
 from edge_runtime.checkpoint import StartCounter
-from edge_runtime.checkpoint.store import CheckpointError
 from edge_runtime.config.loader import parse_config
 from edge_runtime.runtime.checkpointing import REEMIT_REVISION_STRIDE, fresh_start
 from edge_runtime.runtime.lock import DataDirLock
 from edge_runtime.runtime.reload import apply_config
 from edge_runtime.runtime.revision import site_revision
 from edge_runtime.runtime.site import SiteRuntime
+from tests.support import fill_disk, free_bytes, small_disk
 
 PIPELINES = """
 [[pipelines]]
@@ -70,12 +69,31 @@ def test_a_data_dir_used_before_starts_were_counted_counts_that_run(tmp_path: Pa
     assert again.part == 3
 
 
-def test_a_damaged_start_count_is_refused(tmp_path: Path) -> None:
+def test_a_damaged_start_count_is_set_aside_and_the_clock_numbers_the_start(
+    tmp_path: Path,
+) -> None:
     counter = StartCounter(tmp_path)
     counter.path.parent.mkdir(parents=True)
     counter.path.write_text("garbage", encoding="ascii")
-    with pytest.raises(CheckpointError, match="not a start count"):
-        counter.bump()
+    before = int(time.time() * 1000)
+    n = counter.bump()
+    assert n >= before  # above any count a data dir could hold: no earlier run's number
+    assert (counter.path.parent / "starts.damaged").read_text(encoding="ascii") == "garbage"
+    assert counter.bump() == n + 1  # the count goes on from there
+
+
+def test_a_start_count_that_cannot_be_saved_is_taken_from_the_clock(tmp_path: Path) -> None:
+    """A full disk must not keep a site from starting; the number it takes is one the next
+    start, reading the old count, cannot reuse."""
+    with small_disk(tmp_path / "data", 64) as data:
+        counter = StartCounter(data)
+        assert counter.bump() == 1
+        fill_disk(data / "filler")
+        assert free_bytes(data) == 0
+        n = counter.bump()
+        assert n > 1000 * 1_700_000_000
+        (data / "filler").unlink()
+        assert counter.bump() == 2  # the old count, saved again once there is room
 
 
 async def test_a_reload_counts_a_start_for_each_side_that_needs_part_numbers(
