@@ -90,7 +90,9 @@ def config_reference(registry: PluginRegistry) -> str:
     out.append("\n## Core receiver\n")
     out.append(
         "The config file of `edge-runtime core -c FILE` (one TOML file; unknown fields are "
-        "rejected). The command line's options override it."
+        "rejected). The command line's options override it. Unlike a site config's, its "
+        "relative paths (database, registry, http_token_file, the broker's files) are taken "
+        "from the directory the core starts in, not from the config file's folder."
     )
     _section(CoreConfig, "", out, set())
     return "\n".join(out) + "\n"
