@@ -29,6 +29,7 @@ import orjson
 
 from edge_runtime.broker import MosquittoProcess, free_port
 from edge_runtime.core.store import SummaryStore
+from edge_runtime.types import Envelope
 from tests.support import Background
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -261,6 +262,22 @@ async def wait_drained(site: Proc, timeout: float = 90.0) -> dict[str, Any]:
             return dict(uplink)
         assert time.monotonic() < deadline, f"the site never drained: {uplink}\n{site.tail()}"
         await asyncio.sleep(0.5)
+
+
+async def until_windows_closed(last_end: float, idle_s: float) -> None:
+    """Wait until the site's idle timeout (``idle_s`` and a margin) has closed every window
+    that ends by wall-clock time ``last_end``."""
+    await asyncio.sleep(max(0.0, last_end - time.time()) + idle_s)
+
+
+def stored_envelopes(db: Path, site_id: str, pipeline: str | None = None) -> list[Envelope]:
+    """The results the core's SQLite store ``db`` holds for a site (one pipeline's, or all)."""
+    store = SummaryStore(db, synchronous="NORMAL")
+    try:
+        envs = store.envelopes(site_id)
+    finally:
+        store.close()
+    return [e for e in envs if pipeline is None or e.pipeline == pipeline]
 
 
 class Feed(Background):

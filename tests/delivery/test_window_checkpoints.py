@@ -21,7 +21,6 @@ import orjson
 import pytest
 
 from edge_runtime.broker import MosquittoProcess, free_port
-from edge_runtime.core.store import SummaryStore
 from edge_runtime.types import Envelope
 from tests.delivery.harness import (
     SITE_ID,
@@ -32,6 +31,8 @@ from tests.delivery.harness import (
     figures,
     spool_accepted,
     status,
+    stored_envelopes,
+    until_windows_closed,
     wait_drained,
     wait_ready,
 )
@@ -219,18 +220,13 @@ async def cycle_under_load(
             await asyncio.sleep(1.0)
             await pub.stop()
         want = expected(pub.log, SIZE_S)
-        last_end = max(k[1] for k in want) + SIZE_S
-        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        await until_windows_closed(max(k[1] for k in want) + SIZE_S, 3.5)
         uplink = await wait_drained(site)
         site_status = status(site)
         core_status = status(core)["sites"][SITE_ID]  # every summary accounted for by now
         assert site.terminate() == 0, site.tail()
         assert core.terminate() == 0, core.tail()
-    store = SummaryStore(db, synchronous="NORMAL")
-    try:
-        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
-    finally:
-        store.close()
+    envs = stored_envelopes(db, SITE_ID, "lanes")
     accepted = spool_accepted(files.data_dir)
     stored = core_stored(db, SITE_ID, accepted)
     seqs = core_seqs(db, SITE_ID, accepted)
@@ -343,8 +339,7 @@ async def test_a_changed_window_size_reports_what_it_dropped(
             await asyncio.sleep(max(2.5, clean_end + 0.5 - time.time()))
             await pub.stop()
         after = status(site)["checkpoint"]
-        last_end = max(ts for _, ts, _ in pub.log) + 2 * SIZE_S
-        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        await until_windows_closed(max(ts for _, ts, _ in pub.log) + 2 * SIZE_S, 3.5)
         await wait_drained(site)
         assert site.terminate() == 0, site.tail()
         assert core.terminate() == 0, core.tail()
@@ -356,11 +351,7 @@ async def test_a_changed_window_size_reports_what_it_dropped(
     pairs, readings = (int(word) for word in dropped[0].split() if word.isdigit())
     assert pairs > 0 and readings > 0
 
-    store = SummaryStore(db, synchronous="NORMAL")
-    try:
-        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
-    finally:
-        store.close()
+    envs = stored_envelopes(db, SITE_ID, "lanes")
     old = [e for e in envs if e.window_end - e.window_start == SIZE_S]
     new = [e for e in envs if e.window_end - e.window_start == 2 * SIZE_S]
     before = compare(old, expected(pub.log[:stopped], SIZE_S))
@@ -529,16 +520,11 @@ async def test_switching_checkpoints_off_keeps_the_open_windows(
             await asyncio.sleep(1.0)
             await pub.stop()
         want = expected(pub.log, SIZE_S)
-        last_end = max(k[1] for k in want) + SIZE_S
-        await asyncio.sleep(max(0.0, last_end - time.time()) + 3.5)  # idle timeout closes all
+        await until_windows_closed(max(k[1] for k in want) + SIZE_S, 3.5)
         await wait_drained(site)
         assert site.terminate() == 0, site.tail()
         assert core.terminate() == 0, core.tail()
-    store = SummaryStore(db, synchronous="NORMAL")
-    try:
-        envs = [e for e in store.envelopes(SITE_ID) if e.pipeline == "lanes"]
-    finally:
-        store.close()
+    envs = stored_envelopes(db, SITE_ID, "lanes")
     result = compare_parts(envs, want)
     figures(
         "(f) checkpoints on, SIGTERM, then two runs with checkpoints off",

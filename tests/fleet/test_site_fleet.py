@@ -19,7 +19,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_runtime.broker import MosquittoProcess
-from edge_runtime.core.store import SummaryStore
 from edge_runtime.fleet import open_bundle
 from edge_runtime.identity import Sealer, load_public_key
 from tests.delivery.harness import (
@@ -31,6 +30,8 @@ from tests.delivery.harness import (
     http_get,
     spool_accepted,
     status,
+    stored_envelopes,
+    until_windows_closed,
     wait_drained,
     wait_ready,
 )
@@ -104,8 +105,7 @@ async def test_bundle_applied_without_restart_keeps_open_windows_exact(
                 lambda b: b.running_serial == wanted.serial, "naming the bundle"
             )
         want = expected(pub.log, SIZE_S)
-        last_end = max(k[1] for k in want) + SIZE_S
-        await asyncio.sleep(max(0.0, last_end - time.time()) + 4.0)  # idle timeout closes all
+        await until_windows_closed(max(k[1] for k in want) + SIZE_S, 4.0)
         uplink = await wait_drained(proc)
         assert proc.running and proc.popen.pid == pid, "the site restarted"
         assert proc.terminate() == 0, proc.tail()
@@ -127,11 +127,7 @@ async def test_bundle_applied_without_restart_keeps_open_windows_exact(
     assert beat.last_outcome == "applied"
     assert beat.group == "city-centre"
 
-    store = SummaryStore(db, synchronous="NORMAL")
-    try:
-        envs = store.envelopes(SITE_ID)
-    finally:
-        store.close()
+    envs = stored_envelopes(db, SITE_ID)
     stored = core_stored(db, SITE_ID, spool_accepted(site.files.data_dir))
     results = {
         name: compare([e for e in envs if e.pipeline == name], want) for name in ("lanes", "raw")
@@ -460,17 +456,12 @@ async def test_sighup_reloads_that_flush_keep_every_part(
             await asyncio.sleep(clean_end + 0.5 - time.time())
             await pub.stop()
         want = expected(pub.log, SIZE_S)
-        last_end = max(k[1] for k in want) + SIZE_S
-        await asyncio.sleep(max(0.0, last_end - time.time()) + 4.0)  # idle timeout closes all
+        await until_windows_closed(max(k[1] for k in want) + SIZE_S, 4.0)
         await wait_drained(proc)
         core_status = status(core)["sites"][SITE_ID]
         assert proc.terminate() == 0, proc.tail()
         assert core.terminate() == 0, core.tail()
-    store = SummaryStore(db, synchronous="NORMAL")
-    try:
-        envs = store.envelopes(SITE_ID)
-    finally:
-        store.close()
+    envs = stored_envelopes(db, SITE_ID)
     accepted = spool_accepted(site.files.data_dir)
     seqs = core_seqs(db, SITE_ID, accepted)
     lanes = compare_parts([e for e in envs if e.pipeline == "lanes"], want)
