@@ -126,7 +126,7 @@ log_level = "WARNING"
 [[pipelines]]
 type = "windows"
 name = "bench"
-topics = ["bench/rt/+"]
+topics = ["bench/{tag}/+"]
 decode = {{ format = "json", key = "topic:2", value = "field:value", time = "field:ts" }}
 window = {{ kind = "tumbling", size_s = 10, allowed_lateness_s = 0 }}
 """
@@ -137,7 +137,7 @@ async def runtime_end_to_end(
 ) -> tuple[float, float, int]:
     """Messages/s from the runtime's start to the last summary on the core, and CPU-s/100k,
     draining the same kind of backlog as the bare loop."""
-    await preload(port, "bench-runtime-e2e", "bench/rt/+", "bench/rt/{key}", n)
+    await preload(port, "bench-runtime-e2e", "bench/e2e/+", "bench/e2e/{key}", n)
     loaded = parse_config(
         SITE.format(
             data=data,
@@ -192,7 +192,10 @@ async def site_ingest(port: int, n: int, data: Path, transport: str) -> tuple[fl
     runtime runs in this process while it is timed (no collector), so the CPU is the
     consumer's."""
     tag = f"ingest-{transport}"
-    await preload(port, f"bench-runtime-{tag}", "bench/rt/+", "bench/rt/{key}", n)
+    # each section's session has topics of its own: a persistent session of another section
+    # (queue_qos0_messages) would otherwise queue this backlog too, and deliver it all at its
+    # next connection
+    await preload(port, f"bench-runtime-{tag}", f"bench/{tag}/+", f"bench/{tag}/{{key}}", n)
     loaded = parse_config(
         SITE.format(
             data=data,
@@ -325,7 +328,7 @@ def overload_rss(port: int, rate_per_s: float, data: Path) -> tuple[int, int, in
     runtime.send_signal(15)
     runtime.wait(30)
     # the session persists: publish the backlog (QoS 1) while the runtime is away
-    proc, go = start_publisher(port, "bench/rt/{key}", n, qos=1)
+    proc, go = start_publisher(port, "bench/overload/{key}", n, qos=1)
     go.set()
     proc.join()
     runtime = subprocess.Popen(
