@@ -15,6 +15,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from edge_runtime.errors import DecodeError
 from edge_runtime.types import Envelope, Stat
@@ -144,6 +145,13 @@ class CompactOutcome:
     exhausted: bool
 
 
+def _parts(part: Any) -> list[int]:
+    """The run numbers in a window's ``attrs["part"]``: none, one, or a merged record's list."""
+    if part is None:
+        return []
+    return [int(p) for p in part] if isinstance(part, list) else [int(part)]
+
+
 def _merged_envelope(parts: Sequence[_Part], merge: MergeFn) -> Envelope:
     envelopes = [p.envelope for p in parts]
     first = envelopes[0]
@@ -157,8 +165,9 @@ def _merged_envelope(parts: Sequence[_Part], merge: MergeFn) -> Envelope:
     # the flags of any window hold for the merged one: one that may miss readings makes it so
     if any(e.attrs.get("incomplete") for e in envelopes):
         attrs["incomplete"] = True
-    if len({e.attrs.get("part") for e in envelopes}) > 1:  # windows of several runs
-        attrs["part"] = sorted({int(e.attrs["part"]) for e in envelopes if "part" in e.attrs})
+    if any(e.attrs.get("part") != first.attrs.get("part") for e in envelopes):
+        # windows of several runs, or merged records: name every run
+        attrs["part"] = sorted({p for e in envelopes for p in _parts(e.attrs.get("part"))})
     return replace(
         first,
         id=ident.hexdigest(),

@@ -20,6 +20,7 @@ from edge_runtime.uplink.spool import (
     SpoolFullError,
     SyncSpool,
 )
+from edge_runtime.uplink.spool._maintenance import _merged_envelope, _Part
 from tests.uplink.spool.spool_helpers import T0, envelopes
 
 STREAMS = 10
@@ -106,6 +107,20 @@ def test_compaction_keeps_the_flags_of_every_window_it_merges(tmp_path: Path) ->
     assert merged[0].attrs["incomplete"] is True and merged[0].attrs["part"] == [2, 3]
     untouched = [e for e in records if e.window_start > first[6].window_end]
     assert untouched and not any(e.attrs.get("incomplete") for e in untouched)
+
+
+def test_a_merged_record_merged_again_names_every_run() -> None:
+    """A record compacted before (its parts a list) merged with windows of other runs: the
+    run numbers are flattened, not nested (nor refused as unhashable)."""
+    merged_before, later = envelopes(2, streams=1)
+    merged_before = replace(
+        merged_before, attrs={"compacted_from": 3, "incomplete": True, "part": [2, 3]}
+    )
+    later = replace(later, attrs={"incomplete": True, "part": 4})
+    rows = [_Part(i, 0, e) for i, e in enumerate([merged_before, later])]
+    merged = _merged_envelope(rows, merge_stats)
+    assert merged.attrs["part"] == [2, 3, 4] and merged.attrs["incomplete"] is True
+    assert merged.attrs["compacted_from"] == 4
 
 
 def test_compaction_keeps_the_latest_revision_of_a_window(tmp_path: Path) -> None:
