@@ -139,11 +139,7 @@ class CheckpointFile:
     def remove(self) -> None:
         """Delete the checkpoint durably (the folder fsynced); blocks: run it in a thread."""
         self.path.unlink(missing_ok=True)
-        dir_fd = os.open(self.folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        _fsync_dir(self.folder)
 
     def write(self, checkpoint: Checkpoint) -> int:
         """Write durably (file and folder fsynced); returns the bytes written."""
@@ -226,7 +222,12 @@ def _replace_durably(path: Path, data: bytes) -> None:
     finally:
         os.close(fd)
     os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename or an unlink in ``folder`` durable."""
+    dir_fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
